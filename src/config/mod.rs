@@ -1,0 +1,3 @@
+//! Configuration (stub being written).
+mod types;
+pub use types::*;

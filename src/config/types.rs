@@ -1,0 +1,77 @@
+//! Validated configuration types. Parsing and validation live in `mod.rs`.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which receive path a shard uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoUringMode {
+    /// Try io_uring, fall back to recvmmsg when setup fails.
+    Auto,
+    /// io_uring or refuse to start.
+    On,
+    /// Always recvmmsg.
+    Off,
+}
+
+/// One `[[sink]]`: an InfluxDB-compatible HTTP backend.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Unique name; used in metrics labels and in the auth environment variables.
+    pub name: String,
+    /// Full write URL, e.g. `http://127.0.0.1:8086/write?db=metrics`. Only `http://` is supported.
+    pub url: String,
+    /// Route names this sink subscribes to; `"*"` means every route including the junkyard.
+    pub routes: Vec<String>,
+    /// Upper bound of one POST body (a body may hold a single larger chunk alone).
+    pub batch_max_size: usize,
+    /// A body is sent at the latest this long after its first chunk arrived.
+    pub batch_max_age: Duration,
+    /// Capacity, in chunks, of the lock-free queue between the shards and this sink.
+    pub queue_max_batches: usize,
+    /// Concurrent in-flight requests (one keep-alive connection each).
+    pub connections: usize,
+    /// Timeout of one HTTP request (connect + send + response).
+    pub timeout: Duration,
+    /// gzip level 0..=9; 0 = off.
+    pub gzip: u32,
+    /// A batch is retried (connection errors, 5xx, 429) until it is this old, then dropped.
+    pub retry_max_age: Duration,
+    /// First retry delay; doubles per attempt with jitter, capped at `retry_backoff_max`.
+    pub retry_backoff_initial: Duration,
+    pub retry_backoff_max: Duration,
+}
+
+/// Sanity limits applied to every line before routing.
+#[derive(Clone, Debug)]
+pub struct SanityConfig {
+    /// Lines whose timestamp is further than this in the past are dropped.
+    pub max_time_past: Duration,
+    /// Lines whose timestamp is further than this in the future are dropped.
+    pub max_time_future: Duration,
+    /// Lines longer than this (without the newline) are dropped.
+    pub max_line_length: usize,
+}
+
+/// Receive side.
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    pub udp: Vec<SocketAddr>,
+    /// 0 = one shard per CPU in the affinity mask.
+    pub shards: usize,
+    pub io_uring: IoUringMode,
+    /// Requested SO_RCVBUF per socket.
+    pub read_buffer_size: usize,
+    /// Largest datagram accepted; bigger ones are truncated by the kernel, detected and dropped.
+    pub max_datagram_size: usize,
+    /// Receive buffers per shard (io_uring provided buffers / recvmmsg batch slots).
+    pub recv_buffers: usize,
+}
+
+/// Per-shard chunking: how lines are grouped before being handed to sinks.
+#[derive(Clone, Debug)]
+pub struct ChunkConfig {
+    /// A chunk is sealed once it holds this many bytes.
+    pub max_size: usize,
+    /// A chunk is sealed at the latest this long after its first line.
+    pub max_age: Duration,
+}

@@ -1,0 +1,18 @@
+//! sluice: a UDP metrics ingestion appliance.
+//!
+//! Modules are listed in the order a datagram meets them; ARCHITECTURE.md at the
+//! top of the repository is the map.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod config;
+pub mod rx;
+pub mod parse;
+pub mod sanity;
+pub mod route;
+pub mod batch;
+pub mod sink;
+pub mod shard;
+pub mod telemetry;
+pub mod admin;
+pub mod app;
