@@ -1,1 +1,366 @@
-fn main() {}
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use sluice_loadgen::gen::Precision;
+use sluice_loadgen::util::{self, parse_duration, parse_fraction, parse_rate, parse_size_f};
+use sluice_loadgen::{baseline, blast, sink, verify};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "sluice-loadgen", about = "Load generator, test sinks, baseline relay and verifier for sluice")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send UDP line protocol as fast as asked.
+    Blast(BlastArgs),
+    /// HTTP write sink that counts lines and checks sequence numbers.
+    Sink(SinkArgs),
+    /// Bare UDP -> HTTP fan-out relay: the floor sluice is measured against.
+    Baseline(BaselineArgs),
+    /// End-to-end check of the mission on this host.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Clone)]
+struct GenArgs {
+    /// Bytes per datagram (whole lines packed up to this size).
+    #[arg(long, default_value_t = 1400)]
+    payload: usize,
+    #[arg(long, default_value_t = 4)]
+    measurements: usize,
+    #[arg(long, default_value_t = 1000)]
+    series: usize,
+    #[arg(long, default_value_t = 4)]
+    fields: usize,
+    /// Timestamp unit of generated lines.
+    #[arg(long, value_enum, default_value_t = Precision::Ns)]
+    precision: Precision,
+    /// Sender threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Sockets (distinct source ports) per thread and target.
+    #[arg(long, default_value_t = 4)]
+    sources: usize,
+}
+
+#[derive(Args)]
+struct BlastArgs {
+    /// Target address (repeatable; round-robin per batch). Loopback only.
+    #[arg(long, required = true)]
+    target: Vec<SocketAddr>,
+    /// How long to send, e.g. 10s.
+    #[arg(long)]
+    duration: Option<String>,
+    /// Exact number of lines to send.
+    #[arg(long)]
+    lines: Option<u64>,
+    /// `1GiB/s`, `200MB/s`, `500k lines/s`, `0` = as fast as possible.
+    #[arg(long, default_value = "0")]
+    rate: String,
+    /// Send lines from this file instead of the synthetic generator (no seq patching).
+    #[arg(long)]
+    corpus: Option<String>,
+    /// Datagrams per sendmmsg call.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    gen: GenArgs,
+}
+
+#[derive(Args)]
+struct SinkArgs {
+    /// Listen address (repeatable). Loopback only.
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// Listen on N consecutive ports from --base-port (0 = N ephemeral ports).
+    #[arg(long)]
+    ports: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    base_port: u16,
+    /// Track seq=NNNi per port for exact loss/duplicate accounting and latency.
+    #[arg(long)]
+    check_seq: bool,
+    #[arg(long, value_enum, default_value_t = Precision::Ns)]
+    precision: Precision,
+    /// Delay every write by this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay: u64,
+    /// Answer 500 with this probability.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Refuse connections for this many seconds after start.
+    #[arg(long, default_value_t = 0.0)]
+    down_for: f64,
+    /// Stop after this long (bounded; SIGTERM/SIGINT stop earlier).
+    #[arg(long, default_value = "600s")]
+    duration: String,
+    /// Expected total lines (seqs 0..N) for the final loss report.
+    #[arg(long)]
+    expect: Option<u64>,
+}
+
+#[derive(Args)]
+struct BaselineArgs {
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    listen: SocketAddr,
+    /// Sink URL, e.g. http://127.0.0.1:8086/write?db=x (repeatable).
+    #[arg(long, required = true)]
+    sink: Vec<String>,
+    #[arg(long, default_value = "127.0.0.1:0")]
+    admin: SocketAddr,
+    /// Receiver threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value = "1MiB")]
+    batch_bytes: String,
+    #[arg(long, default_value = "200ms")]
+    batch_age: String,
+    /// Keep-alive connections per sink.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    #[arg(long, default_value = "8MB")]
+    rcvbuf: String,
+    /// Upper bound on run time.
+    #[arg(long, default_value = "3600s")]
+    max_runtime: String,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Number of in-process sinks (every line goes to each).
+    #[arg(long, default_value_t = 4)]
+    sinks: usize,
+    /// Path of the sluice binary (default: the workspace's target/release/sluice).
+    #[arg(long)]
+    sluice: Option<PathBuf>,
+    /// Test the baseline relay instead of sluice.
+    #[arg(long)]
+    baseline: bool,
+    /// Run the same load against the baseline first, then sluice, and print ratios.
+    #[arg(long)]
+    compare_baseline: bool,
+    #[arg(long, default_value = "50MB/s")]
+    rate: String,
+    #[arg(long, default_value = "5s")]
+    duration: String,
+    /// Highest tolerated loss, e.g. 0.001% (0 = none).
+    #[arg(long, default_value = "0")]
+    max_loss: String,
+    /// Search for the highest rate with loss <= --max-loss.
+    #[arg(long)]
+    find_max: bool,
+    /// Trials for --find-max.
+    #[arg(long, default_value_t = 8)]
+    find_steps: usize,
+    /// Write all results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG plot of in/out throughput.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    no_progress: bool,
+    /// Bound on waiting for the pipeline to drain after the blast.
+    #[arg(long, default_value = "20s")]
+    drain_timeout: String,
+    /// Receiver threads of the baseline relay (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    baseline_threads: usize,
+    #[command(flatten)]
+    gen: GenArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Blast(a) => cmd_blast(a),
+        Cmd::Sink(a) => cmd_sink(a),
+        Cmd::Baseline(a) => cmd_baseline(a).map(|_| 0),
+        Cmd::Verify(a) => cmd_verify(a),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn cmd_blast(a: BlastArgs) -> Result<i32> {
+    let cfg = blast::BlastConfig {
+        targets: a.target,
+        threads: a.gen.threads,
+        duration: a.duration.as_deref().map(parse_duration).transpose()?,
+        lines: a.lines,
+        rate: parse_rate(&a.rate)?,
+        payload: a.gen.payload,
+        corpus: a.corpus,
+        measurements: a.gen.measurements,
+        series: a.gen.series,
+        fields: a.gen.fields,
+        precision: a.gen.precision,
+        sources: a.gen.sources,
+        batch: a.batch,
+    };
+    let r = blast::run(&cfg, Arc::new(blast::Progress::default()))?;
+    r.print();
+    if let Some(p) = a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
+    }
+    Ok(0)
+}
+
+fn cmd_sink(a: SinkArgs) -> Result<i32> {
+    let mut listen = a.listen;
+    if let Some(n) = a.ports {
+        for i in 0..n {
+            let port = if a.base_port == 0 { 0 } else { a.base_port + i as u16 };
+            listen.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
+    if listen.is_empty() {
+        bail!("need --listen or --ports");
+    }
+    let mut h = sink::start(sink::SinkConfig {
+        listen,
+        check_seq: a.check_seq,
+        precision: a.precision,
+        delay: Duration::from_millis(a.delay),
+        fail_rate: a.fail_rate,
+        down_for: Duration::from_secs_f64(a.down_for),
+    })?;
+    let ports: Vec<String> = h.addrs().iter().map(|a| a.to_string()).collect();
+    println!("listening http={}", ports.join(","));
+    baseline::install_term_handler();
+    let dur = parse_duration(&a.duration)?;
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    while t0.elapsed() < dur && !baseline::terminated() {
+        std::thread::sleep(Duration::from_millis(50));
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            eprintln!(
+                "{:.0}s: {} lines",
+                t0.elapsed().as_secs_f64(),
+                h.total_lines()
+            );
+        }
+    }
+    for p in &h.ports {
+        let st = p.stats();
+        println!("{}", serde_json::to_string(&st)?);
+        if let Some(n) = a.expect {
+            println!(
+                "{}: lost {} of {} (duplicates {})",
+                st.addr,
+                p.missing_below(n),
+                n,
+                st.duplicates
+            );
+        }
+    }
+    h.stop();
+    Ok(0)
+}
+
+fn cmd_baseline(a: BaselineArgs) -> Result<()> {
+    baseline::run(baseline::BaselineConfig {
+        listen: a.listen,
+        sinks: a.sink,
+        admin: a.admin,
+        threads: a.threads,
+        batch_bytes: parse_size_f(&a.batch_bytes)? as usize,
+        batch_age: parse_duration(&a.batch_age)?,
+        connections: a.connections,
+        rcvbuf: parse_size_f(&a.rcvbuf)? as usize,
+        max_runtime: parse_duration(&a.max_runtime)?,
+    })
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<i32> {
+    let cfg = verify::VerifyConfig {
+        sinks: a.sinks.max(1),
+        rate: parse_rate(&a.rate)?,
+        duration: parse_duration(&a.duration)?,
+        payload: a.gen.payload,
+        threads: a.gen.threads,
+        sources: a.gen.sources,
+        precision: a.gen.precision,
+        measurements: a.gen.measurements,
+        series: a.gen.series,
+        fields: a.gen.fields,
+        max_loss: parse_fraction(&a.max_loss)?,
+        drain_timeout: parse_duration(&a.drain_timeout)?,
+        progress: !a.no_progress,
+        baseline_threads: a.baseline_threads,
+        quiet: false,
+    };
+    let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));
+    let sut = if a.baseline { verify::Sut::Baseline } else { sluice.clone() };
+    let mut json = serde_json::Map::new();
+    let mut ok = true;
+    let plot_run;
+    if a.find_max {
+        let (fm, best) = verify::find_max(&cfg, &sut, cfg.rate, a.find_steps)?;
+        match &best {
+            Some(b) => {
+                verify::print_result(b);
+                println!(
+                    "find-max: highest passing rate {} (achieved {}/s)",
+                    fm.best_rate.as_deref().unwrap_or("-"),
+                    util::fmt_bytes(fm.best_bytes_per_s)
+                );
+            }
+            None => {
+                println!("find-max: no rate passed");
+                ok = false;
+            }
+        }
+        json.insert("find_max".into(), serde_json::to_value(&fm)?);
+        json.insert("best".into(), serde_json::to_value(&best)?);
+        plot_run = best;
+    } else if a.compare_baseline {
+        let b = verify::run_once(&cfg, &verify::Sut::Baseline, cfg.rate, 1)?;
+        verify::print_result(&b);
+        let s = verify::run_once(&cfg, &sluice, cfg.rate, 2)?;
+        verify::print_result(&s);
+        let lines_ratio = s.received_lines_per_s / b.received_lines_per_s.max(1e-9);
+        let cpu_ratio = s.cpu_s_per_gib / b.cpu_s_per_gib.max(1e-9);
+        println!("== sluice vs baseline ==");
+        println!("  lines/s ratio (sluice / baseline): {lines_ratio:.3}");
+        println!("  cpu-s/GiB ratio (sluice / baseline): {cpu_ratio:.3}");
+        ok = b.pass && s.pass;
+        json.insert("baseline".into(), serde_json::to_value(&b)?);
+        json.insert("sluice".into(), serde_json::to_value(&s)?);
+        json.insert(
+            "ratios".into(),
+            serde_json::json!({"lines_per_s": lines_ratio, "cpu_s_per_gib": cpu_ratio}),
+        );
+        plot_run = Some(s);
+    } else {
+        let r = verify::run_once(&cfg, &sut, cfg.rate, 1)?;
+        verify::print_result(&r);
+        ok = r.pass;
+        json.insert("run".into(), serde_json::to_value(&r)?);
+        plot_run = Some(r);
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&json)?)?;
+        println!("wrote {}", p.display());
+    }
+    if let (Some(p), Some(r)) = (&a.plot, &plot_run) {
+        verify::plot(p, r)?;
+        println!("wrote {}", p.display());
+    }
+    Ok(if ok { 0 } else { 1 })
+}

@@ -1,0 +1,235 @@
+//! Small parsers and /proc readers shared by the subcommands.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a `--rate` limits.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum Rate {
+    Unlimited,
+    BytesPerSec(f64),
+    LinesPerSec(f64),
+}
+
+impl Rate {
+    pub fn scaled(self, f: f64) -> Rate {
+        match self {
+            Rate::Unlimited => Rate::Unlimited,
+            Rate::BytesPerSec(b) => Rate::BytesPerSec(b * f),
+            Rate::LinesPerSec(l) => Rate::LinesPerSec(l * f),
+        }
+    }
+    pub fn value(self) -> f64 {
+        match self {
+            Rate::Unlimited => 0.0,
+            Rate::BytesPerSec(v) | Rate::LinesPerSec(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rate::Unlimited => write!(f, "unlimited"),
+            Rate::BytesPerSec(b) => write!(f, "{}/s", fmt_bytes(*b)),
+            Rate::LinesPerSec(l) => write!(f, "{} lines/s", fmt_count(*l)),
+        }
+    }
+}
+
+/// Parses `1GiB/s`, `200MB/s`, `500k lines/s`, `1e6lines/s`, `0`.
+pub fn parse_rate(s: &str) -> Result<Rate> {
+    let t = s.trim().to_ascii_lowercase().replace(' ', "");
+    if t == "0" || t == "max" || t == "unlimited" {
+        return Ok(Rate::Unlimited);
+    }
+    let t = t.strip_suffix("/s").unwrap_or(&t);
+    if let Some(n) = t.strip_suffix("lines").or_else(|| t.strip_suffix("line")) {
+        let v = parse_scaled(n, 1000.0)?;
+        return Ok(if v <= 0.0 { Rate::Unlimited } else { Rate::LinesPerSec(v) });
+    }
+    let v = parse_size_f(t)?;
+    Ok(if v <= 0.0 { Rate::Unlimited } else { Rate::BytesPerSec(v) })
+}
+
+/// Number with an optional k/m/g suffix in the given base.
+fn parse_scaled(s: &str, base: f64) -> Result<f64> {
+    let (num, mul) = match s.chars().last() {
+        Some('k') => (&s[..s.len() - 1], base),
+        Some('m') => (&s[..s.len() - 1], base * base),
+        Some('g') => (&s[..s.len() - 1], base * base * base),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().with_context(|| format!("bad number {s:?}"))?;
+    Ok(v * mul)
+}
+
+/// Parses sizes like `1400`, `64KB`, `1MiB`, `8mb` (KB = 1000, KiB = 1024).
+pub fn parse_size_f(s: &str) -> Result<f64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| anyhow!("bad size {s:?}"))?;
+    let mul = match unit {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => bail!("bad size unit in {s:?}"),
+    };
+    Ok(v * mul)
+}
+
+/// Parses `2s`, `500ms`, `1.5`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let (num, mul) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| anyhow!("bad duration {s:?}"))?;
+    if !(0.0..1e7).contains(&v) {
+        bail!("duration out of range: {s:?}");
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+/// Parses `0.001%` or `0.00001`.
+pub fn parse_fraction(s: &str) -> Result<f64> {
+    let t = s.trim();
+    if let Some(p) = t.strip_suffix('%') {
+        Ok(p.trim().parse::<f64>()? / 100.0)
+    } else {
+        Ok(t.parse::<f64>()?)
+    }
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub fn fmt_bytes(b: f64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut i = 0;
+    while v.abs() >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.2} {}", U[i])
+}
+
+pub fn fmt_count(c: f64) -> String {
+    if c.abs() >= 1e9 {
+        format!("{:.2}G", c / 1e9)
+    } else if c.abs() >= 1e6 {
+        format!("{:.2}M", c / 1e6)
+    } else if c.abs() >= 1e3 {
+        format!("{:.1}k", c / 1e3)
+    } else {
+        format!("{c:.0}")
+    }
+}
+
+/// utime+stime of a process, in seconds.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised comm, which may contain spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((utime + stime) / if hz > 0.0 { hz } else { 100.0 })
+}
+
+/// Peak RSS (VmHWM) of a process, in bytes.
+pub fn proc_peak_rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Host-wide UDP counters from /proc/net/snmp (+snmp6): (InErrors, RcvbufErrors).
+pub fn udp_snmp() -> (u64, u64) {
+    let mut in_err = 0;
+    let mut rcvbuf = 0;
+    if let Ok(s) = std::fs::read_to_string("/proc/net/snmp") {
+        let lines: Vec<&str> = s.lines().filter(|l| l.starts_with("Udp:")).collect();
+        if lines.len() >= 2 {
+            let names: Vec<&str> = lines[0].split_whitespace().collect();
+            let vals: Vec<&str> = lines[1].split_whitespace().collect();
+            for (n, v) in names.iter().zip(vals.iter()) {
+                match *n {
+                    "InErrors" => in_err += v.parse::<u64>().unwrap_or(0),
+                    "RcvbufErrors" => rcvbuf += v.parse::<u64>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if let Ok(s) = std::fs::read_to_string("/proc/net/snmp6") {
+        for l in s.lines() {
+            let mut it = l.split_whitespace();
+            match (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) {
+                (Some("Udp6InErrors"), Some(v)) => in_err += v,
+                (Some("Udp6RcvbufErrors"), Some(v)) => rcvbuf += v,
+                _ => {}
+            }
+        }
+    }
+    (in_err, rcvbuf)
+}
+
+/// Sum of the per-socket `drops` column of /proc/net/udp{,6} for sockets bound to `port`.
+pub fn udp_socket_drops(port: u16) -> u64 {
+    let mut total = 0;
+    for f in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(s) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for l in s.lines().skip(1) {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let Some(local) = cols.get(1) else { continue };
+            let Some(p) = local.rsplit(':').next() else {
+                continue;
+            };
+            if u16::from_str_radix(p, 16).ok() == Some(port) {
+                total += cols.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("0").unwrap(), Rate::Unlimited);
+        assert_eq!(
+            parse_rate("1GiB/s").unwrap(),
+            Rate::BytesPerSec(1024.0 * 1024.0 * 1024.0)
+        );
+        assert_eq!(parse_rate("200MB/s").unwrap(), Rate::BytesPerSec(200e6));
+        assert_eq!(parse_rate("500k lines/s").unwrap(), Rate::LinesPerSec(500e3));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!((parse_fraction("0.001%").unwrap() - 1e-5).abs() < 1e-12);
+    }
+}

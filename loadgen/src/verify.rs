@@ -1,0 +1,773 @@
+//! `verify`: end-to-end proof of the mission. In-process sinks, system under test as a
+//! child process, an in-process blast, then exact loss accounting from three sides.
+
+use crate::blast::{self, BlastConfig, BlastReport, Progress};
+use crate::gen::Precision;
+use crate::http;
+use crate::sink::{self, SinkConfig, SinkHandle};
+use crate::util::{self, fmt_bytes, fmt_count, Rate};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+#[derive(Debug, Clone)]
+pub enum Sut {
+    Sluice(PathBuf),
+    Baseline,
+}
+
+impl Sut {
+    fn name(&self) -> &'static str {
+        match self {
+            Sut::Sluice(_) => "sluice",
+            Sut::Baseline => "baseline",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    pub sinks: usize,
+    pub rate: Rate,
+    pub duration: Duration,
+    pub payload: usize,
+    pub threads: usize,
+    pub sources: usize,
+    pub precision: Precision,
+    pub measurements: usize,
+    pub series: usize,
+    pub fields: usize,
+    pub max_loss: f64,
+    pub drain_timeout: Duration,
+    pub progress: bool,
+    /// Receiver threads for the baseline relay (0 = one per core).
+    pub baseline_threads: usize,
+    pub quiet: bool,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            sinks: 4,
+            rate: Rate::BytesPerSec(50e6),
+            duration: Duration::from_secs(5),
+            payload: 1400,
+            threads: 1,
+            sources: 4,
+            precision: Precision::Ns,
+            measurements: 4,
+            series: 1000,
+            fields: 4,
+            max_loss: 0.0,
+            drain_timeout: Duration::from_secs(20),
+            progress: true,
+            baseline_threads: 0,
+            quiet: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    pub t_s: f64,
+    pub offered_bytes: u64,
+    pub received_bytes: u64,
+    pub out_bytes: u64,
+    pub out_lines: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SinkResult {
+    pub addr: String,
+    pub requests: u64,
+    pub rejected: u64,
+    pub bytes: u64,
+    pub lines: u64,
+    pub unique_lines: u64,
+    pub duplicates: u64,
+    /// Exact: seqs in [0, seq_end) never seen, minus lines the sender could not send.
+    pub lost: u64,
+    pub out_bytes_per_s: f64,
+    pub out_lines_per_s: f64,
+    /// What the SUT says it delivered to this sink.
+    pub sut_delivered_lines: Option<f64>,
+    pub sut_dropped_lines: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub sut: String,
+    pub rate: String,
+    pub blast: BlastReport,
+    pub received_datagrams: f64,
+    pub received_bytes: f64,
+    pub received_lines: f64,
+    pub received_bytes_per_s: f64,
+    pub received_lines_per_s: f64,
+    pub sinks: Vec<SinkResult>,
+    pub out_bytes_total: u64,
+    pub out_bytes_per_s: f64,
+    pub out_lines_per_s: f64,
+    pub amplification: f64,
+    pub amplification_bytes: f64,
+    /// Offered lines that never reached the SUT's counters (kernel drops etc.).
+    pub input_gap_lines: f64,
+    pub sut_dropped_lines: BTreeMap<String, f64>,
+    pub sut_kernel_drops: f64,
+    pub socket_drops_datagrams: u64,
+    pub snmp_in_errors_delta: u64,
+    pub snmp_rcvbuf_errors_delta: u64,
+    pub lost_lines_max: u64,
+    pub loss_fraction: f64,
+    pub accounting_agrees: bool,
+    pub latency: sink::Latency,
+    pub cpu_s: f64,
+    pub cpu_s_per_gib: f64,
+    pub peak_rss_bytes: u64,
+    pub sut_exit: Option<i32>,
+    pub drained: bool,
+    pub pass: bool,
+    pub samples: Vec<Sample>,
+}
+
+/// Parses Prometheus text into `name{labels}` → value.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        if l.starts_with('#') || l.trim().is_empty() {
+            continue;
+        }
+        if let Some(sp) = l.rfind(' ') {
+            if let Ok(v) = l[sp + 1..].trim().parse::<f64>() {
+                m.insert(l[..sp].trim().to_string(), v);
+            }
+        }
+    }
+    m
+}
+
+fn msum(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Series of `name` with label `key="val"`: (other labels, value).
+fn mlabel(m: &BTreeMap<String, f64>, name: &str, key: &str, val: &str) -> Vec<(String, f64)> {
+    let needle = format!("{key}=\"{val}\"");
+    m.iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) && k.contains(&needle))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+fn label_value(series: &str, key: &str) -> Option<String> {
+    let p = series.find(&format!("{key}=\""))? + key.len() + 2;
+    let e = series[p..].find('"')?;
+    Some(series[p..p + e].to_string())
+}
+
+pub fn default_sluice_path() -> PathBuf {
+    // Workspace root: loadgen's manifest dir's parent at build time; fall back to cwd.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
+    let rel = PathBuf::from("target/release/sluice");
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        let p = PathBuf::from(t).join("release/sluice");
+        if p.exists() {
+            return p;
+        }
+    }
+    match root {
+        Some(r) if r.join(&rel).exists() => r.join(rel),
+        _ => rel,
+    }
+}
+
+fn sluice_config(sinks: &[SocketAddr]) -> String {
+    let mut s = String::from(
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\nio_uring = \"auto\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (i, a) in sinks.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"200ms\"\nqueue_max_batches = 1024\nconnections = 2\ntimeout = \"10s\"\n"
+        ));
+    }
+    s
+}
+
+struct Child2 {
+    child: Child,
+    udp: Vec<SocketAddr>,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Child2 {
+    fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Child2 {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn parse_listening(line: &str) -> Option<(Vec<SocketAddr>, SocketAddr)> {
+    let rest = line.trim().strip_prefix("listening ")?;
+    let mut udp = Vec::new();
+    let mut admin = None;
+    for part in rest.split_whitespace() {
+        if let Some(u) = part.strip_prefix("udp=") {
+            for a in u.split(',') {
+                udp.push(a.parse().ok()?);
+            }
+        } else if let Some(a) = part.strip_prefix("admin=") {
+            admin = a.parse().ok();
+        }
+    }
+    Some((udp, admin?))
+}
+
+fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) -> Result<Child2> {
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let log = dir.join(format!("sluice-verify-{pid}-{tag}.log"));
+    let logf = std::fs::File::create(&log)?;
+    let mut cmd = match sut {
+        Sut::Sluice(path) => {
+            if !path.exists() {
+                bail!(
+                    "sluice binary not found at {} — build it with `cargo build --release -p sluice` or pass --sluice PATH",
+                    path.display()
+                );
+            }
+            let conf = dir.join(format!("sluice-verify-{pid}-{tag}.toml"));
+            std::fs::write(&conf, sluice_config(sinks))?;
+            let mut c = Command::new(path);
+            c.arg("--config").arg(conf);
+            c
+        }
+        Sut::Baseline => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["baseline", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+            c.args(["--threads", &cfg.baseline_threads.to_string()]);
+            // Bounded even if nobody signals it.
+            let max = cfg.duration.as_secs() + cfg.drain_timeout.as_secs() + 120;
+            c.args(["--max-runtime", &format!("{max}s")]);
+            for a in sinks {
+                c.arg("--sink").arg(format!("http://{a}/write?db=test"));
+            }
+            c
+        }
+    };
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(logf));
+    let mut child = cmd.spawn().context("spawning system under test")?;
+    let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            if !sent {
+                if let Some(p) = parse_listening(&l) {
+                    let _ = tx.send(p);
+                    sent = true;
+                }
+            }
+        }
+    });
+    let mut c2 = Child2 {
+        child,
+        udp: vec![],
+        admin: "127.0.0.1:0".parse()?,
+        log: log.clone(),
+    };
+    let (udp, admin) = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
+        anyhow!(
+            "{} did not print its `listening udp=... admin=...` line within 20s (log: {})",
+            sut.name(),
+            log.display()
+        )
+    })?;
+    for a in udp.iter().chain(std::iter::once(&admin)) {
+        if !a.ip().is_loopback() {
+            bail!("SUT listens on non-loopback {a}; refusing to send");
+        }
+    }
+    c2.udp = udp;
+    c2.admin = admin;
+    let t0 = Instant::now();
+    loop {
+        if let Ok((200, _)) = http::get(admin, "/readyz", Duration::from_secs(1)) {
+            break;
+        }
+        if let Ok(Some(st)) = c2.child.try_wait() {
+            bail!("{} exited early ({st}); log: {}", sut.name(), log.display());
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("{} /readyz not 200 within 20s", sut.name());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(c2)
+}
+
+fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
+    match http::get(admin, "/metrics", Duration::from_secs(2)) {
+        Ok((200, b)) => parse_metrics(&String::from_utf8_lossy(&b)),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// One full run at `rate`: fresh sinks, fresh SUT.
+pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result<RunResult> {
+    let mut sinks: SinkHandle = sink::start(SinkConfig {
+        listen: (0..cfg.sinks).map(|_| "127.0.0.1:0".parse().expect("addr")).collect(),
+        check_seq: true,
+        precision: cfg.precision,
+        ..Default::default()
+    })?;
+    let sink_addrs = sinks.addrs();
+    let mut child = spawn_sut(sut, &sink_addrs, cfg, tag)?;
+    let pid = child.child.id();
+    let (snmp_in0, snmp_rb0) = util::udp_snmp();
+    let drops0: u64 = child.udp.iter().map(|a| util::udp_socket_drops(a.port())).sum();
+    let cpu0 = util::proc_cpu_secs(pid).unwrap_or(0.0);
+    let bcfg = BlastConfig {
+        targets: child.udp.clone(),
+        threads: cfg.threads,
+        duration: Some(cfg.duration),
+        lines: None,
+        rate,
+        payload: cfg.payload,
+        corpus: None,
+        measurements: cfg.measurements,
+        series: cfg.series,
+        fields: cfg.fields,
+        precision: cfg.precision,
+        sources: cfg.sources,
+        batch: 32,
+    };
+    let progress = Arc::new(Progress::default());
+    let p2 = progress.clone();
+    let t_start = Instant::now();
+    let blaster = std::thread::spawn(move || blast::run(&bcfg, p2));
+    let pb = if cfg.progress && std::io::stdout().is_terminal() {
+        let pb = indicatif::ProgressBar::new(cfg.duration.as_millis() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut samples = Vec::new();
+    let mut last_out = 0u64;
+    let mut last_change = Instant::now();
+    let mut last_change_t = 0.0;
+    let mut drained = false;
+    let mut blast_done_at: Option<Instant> = None;
+    // Sample every 250 ms; stop once the blast is over and sink line counts have been
+    // flat for 1 s (or the bounded drain timeout passes).
+    let deadline = t_start + cfg.duration + cfg.drain_timeout + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let m = scrape(child.admin);
+        let out_lines = sinks.total_lines();
+        let out_bytes: u64 = sinks.ports.iter().map(|p| p.bytes()).sum();
+        let t = t_start.elapsed().as_secs_f64();
+        samples.push(Sample {
+            t_s: t,
+            offered_bytes: progress.bytes.load(Relaxed),
+            received_bytes: msum(&m, "sluice_received_bytes_total") as u64,
+            out_bytes,
+            out_lines,
+        });
+        if out_lines != last_out {
+            last_out = out_lines;
+            last_change = Instant::now();
+            last_change_t = t;
+        }
+        pb.set_position((t * 1000.0) as u64);
+        pb.set_message(format!(
+            "in {} lines, out {} lines",
+            fmt_count(progress.lines.load(Relaxed) as f64),
+            fmt_count(out_lines as f64)
+        ));
+        if blaster.is_finished() {
+            let done = *blast_done_at.get_or_insert_with(Instant::now);
+            let want = progress.lines.load(Relaxed) * cfg.sinks as u64;
+            if out_lines >= want && last_change.elapsed() >= Duration::from_millis(500) {
+                drained = true;
+                break;
+            }
+            if last_change.elapsed() >= Duration::from_secs(1) && done.elapsed() >= Duration::from_secs(1) {
+                drained = out_lines >= want;
+                break;
+            }
+            if done.elapsed() >= cfg.drain_timeout {
+                break;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let blast = blaster
+        .join()
+        .map_err(|_| anyhow!("blast thread panicked"))??;
+    let m = scrape(child.admin);
+    let cpu = util::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+    let rss = util::proc_peak_rss(pid).unwrap_or(0);
+    let drops: u64 = child.udp.iter().map(|a| util::udp_socket_drops(a.port())).sum::<u64>() - drops0;
+    let (snmp_in1, snmp_rb1) = util::udp_snmp();
+    let exit = child.terminate();
+    let log = child.log.clone();
+    drop(child);
+
+    let offered = blast.lines;
+    let expected_seqs = blast.seq_end;
+    let active = last_change_t.max(blast.elapsed_s).max(1e-3);
+    let mut sink_results = Vec::new();
+    let mut hist: Option<hdrhistogram::Histogram<u64>> = None;
+    for (i, p) in sinks.ports.iter().enumerate() {
+        let st = p.stats();
+        let missing = p.missing_below(expected_seqs).saturating_sub(blast.unsent_lines);
+        let name = format!("s{i}");
+        let mut dropped = BTreeMap::new();
+        for (k, v) in mlabel(&m, "sluice_sink_dropped_lines_total", "sink", &name) {
+            dropped.insert(label_value(&k, "reason").unwrap_or_else(|| "other".into()), v);
+        }
+        let delivered = mlabel(&m, "sluice_sink_lines_total", "sink", &name)
+            .first()
+            .map(|x| x.1);
+        sink_results.push(SinkResult {
+            addr: st.addr.clone(),
+            requests: st.requests,
+            rejected: st.rejected,
+            bytes: st.bytes,
+            lines: st.lines,
+            unique_lines: st.unique_seq,
+            duplicates: st.duplicates,
+            lost: missing,
+            out_bytes_per_s: st.bytes as f64 / active,
+            out_lines_per_s: st.lines as f64 / active,
+            sut_delivered_lines: delivered,
+            sut_dropped_lines: dropped,
+        });
+        let h = p.histogram();
+        match hist.as_mut() {
+            Some(acc) => {
+                let _ = acc.add(&h);
+            }
+            None => hist = Some(h),
+        }
+    }
+    sinks.stop();
+    let received_lines = msum(&m, "sluice_received_lines_total");
+    let received_bytes = msum(&m, "sluice_received_bytes_total");
+    let mut sut_dropped = BTreeMap::new();
+    for (k, v) in m.iter() {
+        if k.starts_with("sluice_dropped_lines_total{") || k.starts_with("sluice_dropped_datagrams_total{") {
+            let base = if k.starts_with("sluice_dropped_lines") { "lines" } else { "datagrams" };
+            let r = label_value(k, "reason").unwrap_or_else(|| "other".into());
+            *sut_dropped.entry(format!("{base}:{r}")).or_insert(0.0) += v;
+        }
+    }
+    let out_total: u64 = sink_results.iter().map(|s| s.bytes).sum();
+    let out_unique: u64 = sink_results.iter().map(|s| s.unique_lines).sum();
+    let lost_max = sink_results.iter().map(|s| s.lost).max().unwrap_or(0);
+    let input_gap = offered as f64 - received_lines;
+    let pre_route: f64 = sut_dropped
+        .iter()
+        .filter(|(k, _)| k.starts_with("lines:"))
+        .map(|(_, v)| v)
+        .sum();
+    // Each sink's exact loss should equal lines that never entered the SUT, plus
+    // pre-routing drops, plus what the SUT says it dropped for that sink.
+    let agrees = sink_results.iter().all(|s| {
+        let sut_side = input_gap + pre_route + s.sut_dropped_lines.values().sum::<f64>();
+        (s.lost as f64 - sut_side).abs() <= (offered as f64 * 1e-9).max(0.5)
+    });
+    let lat = hist
+        .map(|h| sink::Latency {
+            count: h.len(),
+            p50_ns: h.value_at_quantile(0.5),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            max_ns: h.max(),
+        })
+        .unwrap_or_default();
+    let amp = if offered > 0 { out_unique as f64 / offered as f64 } else { 0.0 };
+    let loss_fraction = if offered > 0 { lost_max as f64 / offered as f64 } else { 1.0 };
+    let n = cfg.sinks as f64;
+    let dup_total: u64 = sink_results.iter().map(|s| s.duplicates).sum();
+    let pass = offered > 0
+        && loss_fraction <= cfg.max_loss
+        && dup_total == 0
+        && (format!("{amp:.2}") == format!("{n:.2}") || cfg.max_loss > 0.0 && (amp - n).abs() <= n * cfg.max_loss + 0.005);
+    if !cfg.quiet && exit != Some(0) {
+        eprintln!("note: {} exit status {:?} (log: {})", sut.name(), exit, log.display());
+    }
+    let secs = blast.elapsed_s.max(1e-9);
+    Ok(RunResult {
+        sut: sut.name().into(),
+        rate: rate.to_string(),
+        received_datagrams: msum(&m, "sluice_received_datagrams_total"),
+        received_bytes,
+        received_lines,
+        received_bytes_per_s: received_bytes / secs,
+        received_lines_per_s: received_lines / secs,
+        out_bytes_total: out_total,
+        out_bytes_per_s: out_total as f64 / active,
+        out_lines_per_s: sink_results.iter().map(|s| s.lines).sum::<u64>() as f64 / active,
+        sinks: sink_results,
+        amplification: amp,
+        amplification_bytes: if blast.bytes > 0 { out_total as f64 / blast.bytes as f64 } else { 0.0 },
+        input_gap_lines: input_gap,
+        sut_dropped_lines: sut_dropped,
+        sut_kernel_drops: msum(&m, "sluice_kernel_drops_total"),
+        socket_drops_datagrams: drops,
+        snmp_in_errors_delta: snmp_in1.saturating_sub(snmp_in0),
+        snmp_rcvbuf_errors_delta: snmp_rb1.saturating_sub(snmp_rb0),
+        lost_lines_max: lost_max,
+        loss_fraction,
+        accounting_agrees: agrees,
+        latency: lat,
+        cpu_s: cpu,
+        cpu_s_per_gib: if received_bytes > 0.0 { cpu / (received_bytes / GIB) } else { 0.0 },
+        peak_rss_bytes: rss,
+        sut_exit: exit,
+        drained,
+        pass,
+        blast,
+        samples,
+    })
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.2} ms", ns as f64 / 1e6)
+}
+
+pub fn print_result(r: &RunResult) {
+    let b = &r.blast;
+    println!("== {} @ {} ==", r.sut, r.rate);
+    println!(
+        "  offered   : {:>12}/s  {:>10} lines/s  ({} lines, {} datagrams, {:.2}s, send errors {})",
+        fmt_bytes(b.bytes_per_s),
+        fmt_count(b.lines_per_s),
+        b.lines,
+        b.datagrams,
+        b.elapsed_s,
+        b.send_errors
+    );
+    println!(
+        "  received  : {:>12}/s  {:>10} lines/s  ({} lines)",
+        fmt_bytes(r.received_bytes_per_s),
+        fmt_count(r.received_lines_per_s),
+        r.received_lines
+    );
+    println!("  {:<10} {:>14} {:>12} {:>12} {:>10} {:>6} {:>10}", "sink", "out/s", "lines/s", "lines", "lost", "dups", "requests");
+    for (i, s) in r.sinks.iter().enumerate() {
+        println!(
+            "  s{:<9} {:>14} {:>12} {:>12} {:>10} {:>6} {:>10}",
+            i,
+            format!("{}/s", fmt_bytes(s.out_bytes_per_s)),
+            fmt_count(s.out_lines_per_s),
+            s.lines,
+            s.lost,
+            s.duplicates,
+            s.requests
+        );
+    }
+    println!(
+        "  total out : {:>12}/s  {:>10} lines/s",
+        fmt_bytes(r.out_bytes_per_s),
+        fmt_count(r.out_lines_per_s)
+    );
+    println!(
+        "  amplification: {:.2}x lines ({:.2}x bytes)",
+        r.amplification, r.amplification_bytes
+    );
+    println!(
+        "  loss: max per sink {} lines ({:.6}%); input gap {} lines; SUT drops {:?}; SUT kernel drops {}; socket drops {} dgrams; snmp InErrors +{} RcvbufErrors +{}; accounting {}",
+        r.lost_lines_max,
+        r.loss_fraction * 100.0,
+        r.input_gap_lines,
+        r.sut_dropped_lines,
+        r.sut_kernel_drops,
+        r.socket_drops_datagrams,
+        r.snmp_in_errors_delta,
+        r.snmp_rcvbuf_errors_delta,
+        if r.accounting_agrees { "agrees" } else { "DISAGREES" }
+    );
+    for (i, s) in r.sinks.iter().enumerate() {
+        if !s.sut_dropped_lines.is_empty() && s.sut_dropped_lines.values().any(|v| *v > 0.0) {
+            println!("    s{i}: SUT-side drops {:?}", s.sut_dropped_lines);
+        }
+    }
+    println!(
+        "  latency (arrival - line timestamp): p50 {}  p99 {}  p999 {}  max {}  ({} lines)",
+        ms(r.latency.p50_ns),
+        ms(r.latency.p99_ns),
+        ms(r.latency.p999_ns),
+        ms(r.latency.max_ns),
+        r.latency.count
+    );
+    println!(
+        "  SUT cpu {:.2}s, {:.2} cpu-s/GiB received; peak RSS {}; exit {:?}; drained {}",
+        r.cpu_s,
+        r.cpu_s_per_gib,
+        fmt_bytes(r.peak_rss_bytes as f64),
+        r.sut_exit,
+        r.drained
+    );
+    println!("  result: {}", if r.pass { "PASS" } else { "FAIL" });
+}
+
+/// SVG of offered/received input and total output throughput over time.
+pub fn plot(path: &Path, r: &RunResult) -> Result<()> {
+    use plotters::prelude::*;
+    let mut pts_off = Vec::new();
+    let mut pts_in = Vec::new();
+    let mut pts_out = Vec::new();
+    let mut prev: Option<&Sample> = None;
+    for s in &r.samples {
+        if let Some(p) = prev {
+            let dt = (s.t_s - p.t_s).max(1e-6);
+            let f = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt / 1e6;
+            pts_off.push((s.t_s, f(s.offered_bytes, p.offered_bytes)));
+            pts_in.push((s.t_s, f(s.received_bytes, p.received_bytes)));
+            pts_out.push((s.t_s, f(s.out_bytes, p.out_bytes)));
+        }
+        prev = Some(s);
+    }
+    let tmax = r.samples.last().map_or(1.0, |s| s.t_s).max(1.0);
+    let ymax = pts_off
+        .iter()
+        .chain(&pts_in)
+        .chain(&pts_out)
+        .map(|p| p.1)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut ch = ChartBuilder::on(&root)
+        .caption(format!("{} @ {}: throughput (MB/s, 250 ms samples)", r.sut, r.rate), ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..tmax, 0.0..ymax)
+        .map_err(|e| anyhow!("{e}"))?;
+    ch.configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MB/s")
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (pts, color, label) in [
+        (pts_off, BLUE, "offered (blast)"),
+        (pts_in, GREEN, "received by SUT"),
+        (pts_out, RED, "out (all sinks)"),
+    ] {
+        ch.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    ch.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FindMax {
+    pub best_rate: Option<String>,
+    pub best_bytes_per_s: f64,
+    pub trials: Vec<(String, bool, f64)>,
+}
+
+/// Doubling from the start rate until a trial fails, then bisection; bounded steps.
+pub fn find_max(cfg: &VerifyConfig, sut: &Sut, start: Rate, steps: usize) -> Result<(FindMax, Option<RunResult>)> {
+    let mut r = match start {
+        Rate::Unlimited => Rate::BytesPerSec(16e6),
+        x => x,
+    };
+    let mut lo: Option<(f64, RunResult)> = None;
+    let mut hi: Option<f64> = None;
+    let mut trials = Vec::new();
+    let mut tag = 100;
+    for _ in 0..steps.max(1) {
+        tag += 1;
+        let res = run_once(cfg, sut, r, tag)?;
+        if !cfg.quiet {
+            println!(
+                "  trial {}: offered {}/s, loss {:.6}% -> {}",
+                r,
+                fmt_bytes(res.blast.bytes_per_s),
+                res.loss_fraction * 100.0,
+                if res.pass { "ok" } else { "too much loss" }
+            );
+        }
+        trials.push((r.to_string(), res.pass, res.blast.bytes_per_s));
+        let v = r.value();
+        if res.pass {
+            lo = Some((v, res));
+        } else {
+            hi = Some(v);
+        }
+        let next = match (lo.as_ref().map(|x| x.0), hi) {
+            (Some(l), None) => l * 2.0,
+            (Some(l), Some(h)) => (l + h) / 2.0,
+            (None, Some(h)) => h / 2.0,
+            (None, None) => v * 2.0,
+        };
+        if let (Some(l), Some(h)) = (lo.as_ref().map(|x| x.0), hi) {
+            if (h - l) / h < 0.05 {
+                break;
+            }
+        }
+        r = match r {
+            Rate::LinesPerSec(_) => Rate::LinesPerSec(next),
+            _ => Rate::BytesPerSec(next),
+        };
+    }
+    let best = lo.map(|(_, res)| res);
+    Ok((
+        FindMax {
+            best_rate: best.as_ref().map(|b| b.rate.clone()),
+            best_bytes_per_s: best.as_ref().map_or(0.0, |b| b.blast.bytes_per_s),
+            trials,
+        },
+        best,
+    ))
+}
