@@ -76,7 +76,11 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
     if !cfg.listen.ip().is_loopback() || !cfg.admin.ip().is_loopback() {
         bail!("baseline listens on loopback only");
     }
-    let urls: Vec<http::Url> = cfg.sinks.iter().map(|u| http::parse_url(u)).collect::<Result<_>>()?;
+    let urls: Vec<http::Url> = cfg
+        .sinks
+        .iter()
+        .map(|u| http::parse_url(u))
+        .collect::<Result<_>>()?;
     if urls.is_empty() {
         bail!("need at least one --sink");
     }
@@ -94,7 +98,8 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
         s.set_reuse_port(true)?;
         let _ = s.set_recv_buffer_size(cfg.rcvbuf);
         s.set_read_timeout(Some(Duration::from_millis(50)))?;
-        s.bind(&addr.into()).with_context(|| format!("bind {addr}"))?;
+        s.bind(&addr.into())
+            .with_context(|| format!("bind {addr}"))?;
         addr = s.local_addr()?.as_socket().context("udp local addr")?;
         socks.push(s);
     }
@@ -148,11 +153,19 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
     Ok(())
 }
 
-fn receiver(s: Socket, txs: Vec<SyncSender<Arc<Batch>>>, m: Arc<Metrics>, stop: Arc<AtomicBool>, cfg: BaselineConfig) {
+fn receiver(
+    s: Socket,
+    txs: Vec<SyncSender<Arc<Batch>>>,
+    m: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    cfg: BaselineConfig,
+) {
     let mut bufs = vec![0u8; RECV_BATCH * DGRAM_MAX];
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(RECV_BATCH);
     // SAFETY: mmsghdr is a plain C struct; all-zero is a valid (empty) value.
-    let mut msgs: Vec<libc::mmsghdr> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    let mut msgs: Vec<libc::mmsghdr> = (0..RECV_BATCH)
+        .map(|_| unsafe { std::mem::zeroed() })
+        .collect();
     let mut out = Vec::with_capacity(cfg.batch_bytes + DGRAM_MAX);
     let mut out_lines = 0u64;
     let mut born = Instant::now();
@@ -263,12 +276,24 @@ fn render(m: &Metrics, port: u16) -> String {
     let mut c = |name: &str, labels: &str, v: u64| {
         let _ = writeln!(s, "# TYPE {name} counter\n{name}{labels} {v}");
     };
-    c("sluice_received_datagrams_total", "", m.datagrams.load(Relaxed));
+    c(
+        "sluice_received_datagrams_total",
+        "",
+        m.datagrams.load(Relaxed),
+    );
     c("sluice_received_bytes_total", "", m.bytes.load(Relaxed));
     c("sluice_received_lines_total", "", m.lines.load(Relaxed));
-    c("sluice_dropped_datagrams_total", "{reason=\"truncated\"}", m.truncated.load(Relaxed));
+    c(
+        "sluice_dropped_datagrams_total",
+        "{reason=\"truncated\"}",
+        m.truncated.load(Relaxed),
+    );
     // Per-socket kernel drops for our port, from /proc/net/udp.
-    c("sluice_kernel_drops_total", "", crate::util::udp_socket_drops(port));
+    c(
+        "sluice_kernel_drops_total",
+        "",
+        crate::util::udp_socket_drops(port),
+    );
     for (i, sm) in m.sinks.iter().enumerate() {
         let l = format!("{{sink=\"s{i}\"}}");
         c("sluice_sink_lines_total", &l, sm.lines.load(Relaxed));
@@ -293,7 +318,9 @@ fn admin_loop(l: TcpListener, m: Arc<Metrics>, stop: Arc<AtomicBool>, port: u16)
                 if let Ok(Some(req)) = http::read_request(&mut r, Vec::new()) {
                     let mut w = &s;
                     let _ = match req.path.as_str() {
-                        "/readyz" | "/healthz" => http::write_response(&mut w, 200, "text/plain", b"ok\n"),
+                        "/readyz" | "/healthz" => {
+                            http::write_response(&mut w, 200, "text/plain", b"ok\n")
+                        }
                         "/metrics" => http::write_response(
                             &mut w,
                             200,

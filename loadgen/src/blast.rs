@@ -145,7 +145,9 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
     for (t, pool) in pools.into_iter().enumerate() {
         let cfg = cfg.clone();
         let progress = progress.clone();
-        handles.push(std::thread::spawn(move || sender(t, threads, cfg, pool, progress, start)));
+        handles.push(std::thread::spawn(move || {
+            sender(t, threads, cfg, pool, progress, start)
+        }));
     }
     for h in handles {
         match h.join() {
@@ -161,9 +163,9 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
         bytes: p.bytes.load(Relaxed),
         send_errors: p.send_errors.load(Relaxed),
         unsent_lines: p.unsent_lines.load(Relaxed),
-        seq_end: cfg
-            .lines
-            .map_or(p.next_seq.load(Relaxed), |l| l.min(p.next_seq.load(Relaxed))),
+        seq_end: cfg.lines.map_or(p.next_seq.load(Relaxed), |l| {
+            l.min(p.next_seq.load(Relaxed))
+        }),
         elapsed_s: elapsed,
         bytes_per_s: p.bytes.load(Relaxed) as f64 / elapsed,
         lines_per_s: p.lines.load(Relaxed) as f64 / elapsed,
@@ -173,7 +175,11 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
 }
 
 fn make_socket(target: &SocketAddr) -> Result<Socket> {
-    let s = Socket::new(Domain::for_address(*target), Type::DGRAM, Some(Protocol::UDP))?;
+    let s = Socket::new(
+        Domain::for_address(*target),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     let local: SocketAddr = match target.ip() {
         IpAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
         IpAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),

@@ -117,7 +117,14 @@ const MEASUREMENTS: &[(&str, &[&str])] = &[
     ),
     (
         "disk",
-        &["used_percent", "inodes_used", "free", "total", "used", "inodes_free"],
+        &[
+            "used_percent",
+            "inodes_used",
+            "free",
+            "total",
+            "used",
+            "inodes_free",
+        ],
     ),
     (
         "net",
@@ -159,7 +166,13 @@ pub struct Synth {
 }
 
 impl Synth {
-    pub fn new(measurements: usize, series: usize, fields: usize, precision: Precision, seed: u64) -> Self {
+    pub fn new(
+        measurements: usize,
+        series: usize,
+        fields: usize,
+        precision: Precision,
+        seed: u64,
+    ) -> Self {
         Synth {
             measurements: measurements.max(1),
             series: series.max(1),
@@ -198,7 +211,13 @@ impl Synth {
             let v = self.next_rand() % 10_000;
             let name = fnames[f % fnames.len()];
             if f >= fnames.len() {
-                let _ = write!(out, "{name}{}={}.{:02},", f / fnames.len(), v / 100, v % 100);
+                let _ = write!(
+                    out,
+                    "{name}{}={}.{:02},",
+                    f / fnames.len(),
+                    v / 100,
+                    v % 100
+                );
             } else {
                 let _ = write!(out, "{name}={}.{:02},", v / 100, v % 100);
             }
@@ -316,7 +335,10 @@ mod tests {
         let s = String::from_utf8(ds[0].buf.clone()).unwrap();
         let first = s.lines().next().unwrap();
         assert!(first.starts_with("cpu,host=host0000,region=eu-west-1,cpu=cpu0 usage_user="));
-        assert!(first.ends_with(",seq=000000000123i 1700000000123456789"), "{first}");
+        assert!(
+            first.ends_with(",seq=000000000123i 1700000000123456789"),
+            "{first}"
+        );
         let second = s.lines().nth(1).unwrap();
         assert!(second.contains("seq=000000000124i"));
     }

@@ -62,7 +62,9 @@ pub fn read_request<R: BufRead>(r: &mut R, body: Vec<u8>) -> std::io::Result<Opt
             continue;
         };
         let name = String::from_utf8_lossy(&line[..c]).to_ascii_lowercase();
-        let val = String::from_utf8_lossy(&line[c + 1..]).trim().to_ascii_lowercase();
+        let val = String::from_utf8_lossy(&line[c + 1..])
+            .trim()
+            .to_ascii_lowercase();
         match name.as_str() {
             "content-length" => clen = val.parse().ok(),
             "transfer-encoding" => chunked = val.contains("chunked"),
@@ -105,7 +107,12 @@ pub fn read_request<R: BufRead>(r: &mut R, body: Vec<u8>) -> std::io::Result<Opt
     }))
 }
 
-pub fn write_response<W: Write>(w: &mut W, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+pub fn write_response<W: Write>(
+    w: &mut W,
+    status: u16,
+    ctype: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         204 => "No Content",
@@ -183,11 +190,15 @@ fn read_response<R: BufRead>(r: &mut R) -> Result<(u16, Vec<u8>, bool)> {
 
 /// One-shot GET with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
-    let s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
+    let s =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     let mut w = &s;
-    write!(w, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        w,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut r = BufReader::new(&s);
     let (st, body, _) = read_response(&mut r)?;
     Ok((st, body))

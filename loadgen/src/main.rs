@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "sluice-loadgen", about = "Load generator, test sinks, baseline relay and verifier for sluice")]
+#[command(
+    name = "sluice-loadgen",
+    about = "Load generator, test sinks, baseline relay and verifier for sluice"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -224,7 +227,11 @@ fn cmd_sink(a: SinkArgs) -> Result<i32> {
     let mut listen = a.listen;
     if let Some(n) = a.ports {
         for i in 0..n {
-            let port = if a.base_port == 0 { 0 } else { a.base_port + i as u16 };
+            let port = if a.base_port == 0 {
+                0
+            } else {
+                a.base_port + i as u16
+            };
             listen.push(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
@@ -306,7 +313,11 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));
-    let sut = if a.baseline { verify::Sut::Baseline } else { sluice.clone() };
+    let sut = if a.baseline {
+        verify::Sut::Baseline
+    } else {
+        sluice.clone()
+    };
     let mut json = serde_json::Map::new();
     let mut ok = true;
     let plot_run;

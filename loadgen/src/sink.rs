@@ -108,7 +108,8 @@ impl PortState {
                 unique: 0,
                 duplicates: 0,
                 max_seq: None,
-                hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 2).expect("histogram bounds"),
+                hist: Histogram::new_with_bounds(1, 3_600_000_000_000, 2)
+                    .expect("histogram bounds"),
                 negative_latency: 0,
             }),
         }
@@ -151,7 +152,12 @@ impl PortState {
         let s = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         let end = end.min(MAX_SEQ);
         let full = (end / 64) as usize;
-        let mut seen: u64 = s.bits.iter().take(full).map(|w| w.count_ones() as u64).sum();
+        let mut seen: u64 = s
+            .bits
+            .iter()
+            .take(full)
+            .map(|w| w.count_ones() as u64)
+            .sum();
         let rem = end % 64;
         if rem > 0 {
             if let Some(w) = s.bits.get(full) {
@@ -163,7 +169,11 @@ impl PortState {
 
     /// Merged latency histogram (for cross-port percentiles).
     pub fn histogram(&self) -> Histogram<u64> {
-        self.seq.lock().unwrap_or_else(|e| e.into_inner()).hist.clone()
+        self.seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hist
+            .clone()
     }
 }
 
@@ -184,7 +194,12 @@ impl SinkHandle {
     }
     pub fn stop(&mut self) {
         self.stop.store(true, Relaxed);
-        for c in self.conns.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for c in self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
         for t in self.threads.drain(..) {
@@ -219,6 +234,10 @@ pub fn start(cfg: SinkConfig) -> Result<SinkHandle> {
             .local_addr()?
             .as_socket()
             .ok_or_else(|| anyhow::anyhow!("no local addr"))?;
+        if cfg.down_for.is_zero() {
+            // Listen before returning so callers can connect at once.
+            sock.listen(1024)?;
+        }
         let st = Arc::new(PortState::new(local));
         ports.push(st.clone());
         let (stop2, conns2, cfg2) = (stop.clone(), conns.clone(), cfg.clone());
@@ -266,10 +285,17 @@ fn acceptor(
                     conns.lock().unwrap_or_else(|e| e.into_inner()).push(c);
                 }
                 let (st, cfg, stop) = (st.clone(), cfg.clone(), stop.clone());
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let s2 = seed;
                 workers.push(std::thread::spawn(move || {
+                    // The registry in `conns` holds a clone, so close explicitly.
+                    let c = s.try_clone();
                     let _ = serve_conn(s, &st, &cfg, &stop, s2);
+                    if let Ok(c) = c {
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                    }
                 }));
                 workers.retain(|w| !w.is_finished());
             }
@@ -284,7 +310,13 @@ fn acceptor(
     }
 }
 
-fn serve_conn(s: TcpStream, st: &PortState, cfg: &SinkConfig, stop: &AtomicBool, mut rng: u64) -> Result<()> {
+fn serve_conn(
+    s: TcpStream,
+    st: &PortState,
+    cfg: &SinkConfig,
+    stop: &AtomicBool,
+    mut rng: u64,
+) -> Result<()> {
     let mut r = BufReader::with_capacity(256 * 1024, s.try_clone()?);
     let mut w = s;
     let mut body = Vec::new();
@@ -299,7 +331,9 @@ fn serve_conn(s: TcpStream, st: &PortState, cfg: &SinkConfig, stop: &AtomicBool,
         if req.method == "GET" && req.path.starts_with("/stats") {
             let j = serde_json::to_vec(&st.stats())?;
             http::write_response(&mut w, 200, "application/json", &j)?;
-        } else if req.method == "POST" && (req.path.starts_with("/write") || req.path.starts_with("/api/v2/write")) {
+        } else if req.method == "POST"
+            && (req.path.starts_with("/write") || req.path.starts_with("/api/v2/write"))
+        {
             let arrival = util::now_ns();
             st.requests.fetch_add(1, Relaxed);
             if !cfg.delay.is_zero() {
@@ -344,7 +378,14 @@ fn serve_conn(s: TcpStream, st: &PortState, cfg: &SinkConfig, stop: &AtomicBool,
 }
 
 /// Counts lines; with check_seq also parses `seq=NNNi` and the timestamp of each line.
-fn account(st: &PortState, cfg: &SinkConfig, data: &[u8], arrival: u64, seqs: &mut Vec<u64>, lats: &mut Vec<i64>) {
+fn account(
+    st: &PortState,
+    cfg: &SinkConfig,
+    data: &[u8],
+    arrival: u64,
+    seqs: &mut Vec<u64>,
+    lats: &mut Vec<i64>,
+) {
     if !cfg.check_seq {
         let mut n = memchr::memchr_iter(b'\n', data).count() as u64;
         if data.last().is_some_and(|&b| b != b'\n') {

@@ -46,10 +46,18 @@ pub fn parse_rate(s: &str) -> Result<Rate> {
     let t = t.strip_suffix("/s").unwrap_or(&t);
     if let Some(n) = t.strip_suffix("lines").or_else(|| t.strip_suffix("line")) {
         let v = parse_scaled(n, 1000.0)?;
-        return Ok(if v <= 0.0 { Rate::Unlimited } else { Rate::LinesPerSec(v) });
+        return Ok(if v <= 0.0 {
+            Rate::Unlimited
+        } else {
+            Rate::LinesPerSec(v)
+        });
     }
     let v = parse_size_f(t)?;
-    Ok(if v <= 0.0 { Rate::Unlimited } else { Rate::BytesPerSec(v) })
+    Ok(if v <= 0.0 {
+        Rate::Unlimited
+    } else {
+        Rate::BytesPerSec(v)
+    })
 }
 
 /// Number with an optional k/m/g suffix in the given base.
@@ -97,7 +105,10 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     } else {
         (t, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| anyhow!("bad duration {s:?}"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("bad duration {s:?}"))?;
     if !(0.0..1e7).contains(&v) {
         bail!("duration out of range: {s:?}");
     }
@@ -228,7 +239,10 @@ mod tests {
             Rate::BytesPerSec(1024.0 * 1024.0 * 1024.0)
         );
         assert_eq!(parse_rate("200MB/s").unwrap(), Rate::BytesPerSec(200e6));
-        assert_eq!(parse_rate("500k lines/s").unwrap(), Rate::LinesPerSec(500e3));
+        assert_eq!(
+            parse_rate("500k lines/s").unwrap(),
+            Rate::LinesPerSec(500e3)
+        );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!((parse_fraction("0.001%").unwrap() - 1e-5).abs() < 1e-12);
     }

@@ -178,7 +178,9 @@ fn label_value(series: &str, key: &str) -> Option<String> {
 
 pub fn default_sluice_path() -> PathBuf {
     // Workspace root: loadgen's manifest dir's parent at build time; fall back to cwd.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf);
     let rel = PathBuf::from("target/release/sluice");
     if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
         let p = PathBuf::from(t).join("release/sluice");
@@ -276,7 +278,13 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
         }
         Sut::Baseline => {
             let mut c = Command::new(std::env::current_exe()?);
-            c.args(["baseline", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+            c.args([
+                "baseline",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ]);
             c.args(["--threads", &cfg.baseline_threads.to_string()]);
             // Bounded even if nobody signals it.
             let max = cfg.duration.as_secs() + cfg.drain_timeout.as_secs() + 120;
@@ -287,7 +295,9 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
             c
         }
     };
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(logf));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(logf));
     let mut child = cmd.spawn().context("spawning system under test")?;
     let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -349,7 +359,9 @@ fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
 /// One full run at `rate`: fresh sinks, fresh SUT.
 pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result<RunResult> {
     let mut sinks: SinkHandle = sink::start(SinkConfig {
-        listen: (0..cfg.sinks).map(|_| "127.0.0.1:0".parse().expect("addr")).collect(),
+        listen: (0..cfg.sinks)
+            .map(|_| "127.0.0.1:0".parse().expect("addr"))
+            .collect(),
         check_seq: true,
         precision: cfg.precision,
         ..Default::default()
@@ -358,7 +370,11 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let mut child = spawn_sut(sut, &sink_addrs, cfg, tag)?;
     let pid = child.child.id();
     let (snmp_in0, snmp_rb0) = util::udp_snmp();
-    let drops0: u64 = child.udp.iter().map(|a| util::udp_socket_drops(a.port())).sum();
+    let drops0: u64 = child
+        .udp
+        .iter()
+        .map(|a| util::udp_socket_drops(a.port()))
+        .sum();
     let cpu0 = util::proc_cpu_secs(pid).unwrap_or(0.0);
     let bcfg = BlastConfig {
         targets: child.udp.clone(),
@@ -429,7 +445,9 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
                 drained = true;
                 break;
             }
-            if last_change.elapsed() >= Duration::from_secs(1) && done.elapsed() >= Duration::from_secs(1) {
+            if last_change.elapsed() >= Duration::from_secs(1)
+                && done.elapsed() >= Duration::from_secs(1)
+            {
                 drained = out_lines >= want;
                 break;
             }
@@ -445,7 +463,12 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let m = scrape(child.admin);
     let cpu = util::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
     let rss = util::proc_peak_rss(pid).unwrap_or(0);
-    let drops: u64 = child.udp.iter().map(|a| util::udp_socket_drops(a.port())).sum::<u64>() - drops0;
+    let drops: u64 = child
+        .udp
+        .iter()
+        .map(|a| util::udp_socket_drops(a.port()))
+        .sum::<u64>()
+        - drops0;
     let (snmp_in1, snmp_rb1) = util::udp_snmp();
     let exit = child.terminate();
     let log = child.log.clone();
@@ -458,11 +481,16 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let mut hist: Option<hdrhistogram::Histogram<u64>> = None;
     for (i, p) in sinks.ports.iter().enumerate() {
         let st = p.stats();
-        let missing = p.missing_below(expected_seqs).saturating_sub(blast.unsent_lines);
+        let missing = p
+            .missing_below(expected_seqs)
+            .saturating_sub(blast.unsent_lines);
         let name = format!("s{i}");
         let mut dropped = BTreeMap::new();
         for (k, v) in mlabel(&m, "sluice_sink_dropped_lines_total", "sink", &name) {
-            dropped.insert(label_value(&k, "reason").unwrap_or_else(|| "other".into()), v);
+            dropped.insert(
+                label_value(&k, "reason").unwrap_or_else(|| "other".into()),
+                v,
+            );
         }
         let delivered = mlabel(&m, "sluice_sink_lines_total", "sink", &name)
             .first()
@@ -494,8 +522,14 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let received_bytes = msum(&m, "sluice_received_bytes_total");
     let mut sut_dropped = BTreeMap::new();
     for (k, v) in m.iter() {
-        if k.starts_with("sluice_dropped_lines_total{") || k.starts_with("sluice_dropped_datagrams_total{") {
-            let base = if k.starts_with("sluice_dropped_lines") { "lines" } else { "datagrams" };
+        if k.starts_with("sluice_dropped_lines_total{")
+            || k.starts_with("sluice_dropped_datagrams_total{")
+        {
+            let base = if k.starts_with("sluice_dropped_lines") {
+                "lines"
+            } else {
+                "datagrams"
+            };
             let r = label_value(k, "reason").unwrap_or_else(|| "other".into());
             *sut_dropped.entry(format!("{base}:{r}")).or_insert(0.0) += v;
         }
@@ -524,16 +558,30 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             max_ns: h.max(),
         })
         .unwrap_or_default();
-    let amp = if offered > 0 { out_unique as f64 / offered as f64 } else { 0.0 };
-    let loss_fraction = if offered > 0 { lost_max as f64 / offered as f64 } else { 1.0 };
+    let amp = if offered > 0 {
+        out_unique as f64 / offered as f64
+    } else {
+        0.0
+    };
+    let loss_fraction = if offered > 0 {
+        lost_max as f64 / offered as f64
+    } else {
+        1.0
+    };
     let n = cfg.sinks as f64;
     let dup_total: u64 = sink_results.iter().map(|s| s.duplicates).sum();
     let pass = offered > 0
         && loss_fraction <= cfg.max_loss
         && dup_total == 0
-        && (format!("{amp:.2}") == format!("{n:.2}") || cfg.max_loss > 0.0 && (amp - n).abs() <= n * cfg.max_loss + 0.005);
+        && (format!("{amp:.2}") == format!("{n:.2}")
+            || cfg.max_loss > 0.0 && (amp - n).abs() <= n * cfg.max_loss + 0.005);
     if !cfg.quiet && exit != Some(0) {
-        eprintln!("note: {} exit status {:?} (log: {})", sut.name(), exit, log.display());
+        eprintln!(
+            "note: {} exit status {:?} (log: {})",
+            sut.name(),
+            exit,
+            log.display()
+        );
     }
     let secs = blast.elapsed_s.max(1e-9);
     Ok(RunResult {
@@ -549,7 +597,11 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         out_lines_per_s: sink_results.iter().map(|s| s.lines).sum::<u64>() as f64 / active,
         sinks: sink_results,
         amplification: amp,
-        amplification_bytes: if blast.bytes > 0 { out_total as f64 / blast.bytes as f64 } else { 0.0 },
+        amplification_bytes: if blast.bytes > 0 {
+            out_total as f64 / blast.bytes as f64
+        } else {
+            0.0
+        },
         input_gap_lines: input_gap,
         sut_dropped_lines: sut_dropped,
         sut_kernel_drops: msum(&m, "sluice_kernel_drops_total"),
@@ -561,7 +613,11 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         accounting_agrees: agrees,
         latency: lat,
         cpu_s: cpu,
-        cpu_s_per_gib: if received_bytes > 0.0 { cpu / (received_bytes / GIB) } else { 0.0 },
+        cpu_s_per_gib: if received_bytes > 0.0 {
+            cpu / (received_bytes / GIB)
+        } else {
+            0.0
+        },
         peak_rss_bytes: rss,
         sut_exit: exit,
         drained,
@@ -593,7 +649,10 @@ pub fn print_result(r: &RunResult) {
         fmt_count(r.received_lines_per_s),
         r.received_lines
     );
-    println!("  {:<10} {:>14} {:>12} {:>12} {:>10} {:>6} {:>10}", "sink", "out/s", "lines/s", "lines", "lost", "dups", "requests");
+    println!(
+        "  {:<10} {:>14} {:>12} {:>12} {:>10} {:>6} {:>10}",
+        "sink", "out/s", "lines/s", "lines", "lost", "dups", "requests"
+    );
     for (i, s) in r.sinks.iter().enumerate() {
         println!(
             "  s{:<9} {:>14} {:>12} {:>12} {:>10} {:>6} {:>10}",
@@ -679,7 +738,10 @@ pub fn plot(path: &Path, r: &RunResult) -> Result<()> {
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let mut ch = ChartBuilder::on(&root)
-        .caption(format!("{} @ {}: throughput (MB/s, 250 ms samples)", r.sut, r.rate), ("sans-serif", 18))
+        .caption(
+            format!("{} @ {}: throughput (MB/s, 250 ms samples)", r.sut, r.rate),
+            ("sans-serif", 18),
+        )
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(60)
@@ -717,7 +779,12 @@ pub struct FindMax {
 }
 
 /// Doubling from the start rate until a trial fails, then bisection; bounded steps.
-pub fn find_max(cfg: &VerifyConfig, sut: &Sut, start: Rate, steps: usize) -> Result<(FindMax, Option<RunResult>)> {
+pub fn find_max(
+    cfg: &VerifyConfig,
+    sut: &Sut,
+    start: Rate,
+    steps: usize,
+) -> Result<(FindMax, Option<RunResult>)> {
     let mut r = match start {
         Rate::Unlimited => Rate::BytesPerSec(16e6),
         x => x,
