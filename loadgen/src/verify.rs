@@ -776,6 +776,8 @@ pub fn plot(path: &Path, r: &RunResult) -> Result<()> {
 pub struct FindMax {
     pub best_rate: Option<String>,
     pub best_bytes_per_s: f64,
+    /// The highest passing trial could not be offered at the asked rate.
+    pub sender_limited: bool,
     pub trials: Vec<(String, bool, f64)>,
 }
 
@@ -794,6 +796,7 @@ pub fn find_max(
     let mut hi: Option<f64> = None;
     let mut trials = Vec::new();
     let mut tag = 100;
+    let mut sender_limited = false;
     for _ in 0..steps.max(1) {
         tag += 1;
         let res = run_once(cfg, sut, r, tag)?;
@@ -808,10 +811,26 @@ pub fn find_max(
         }
         trials.push((r.to_string(), res.pass, res.blast.bytes_per_s));
         let v = r.value();
+        // Search on what was actually offered: the sender may fall short of the ask.
+        let achieved = match r {
+            Rate::LinesPerSec(_) => res.blast.lines_per_s,
+            _ => res.blast.bytes_per_s,
+        };
         if res.pass {
-            lo = Some((v, res));
+            if achieved < 0.9 * v {
+                if !cfg.quiet {
+                    println!(
+                        "  sender-limited: asked {r}, offered {}/s; the SUT kept up with all the sender could do (try --threads)",
+                        fmt_bytes(res.blast.bytes_per_s)
+                    );
+                }
+                sender_limited = true;
+                lo = Some((achieved, res));
+                break;
+            }
+            lo = Some((achieved, res));
         } else {
-            hi = Some(v);
+            hi = Some(hi.map_or(achieved.min(v), |h: f64| h.min(achieved.min(v))));
         }
         let next = match (lo.as_ref().map(|x| x.0), hi) {
             (Some(l), None) => l * 2.0,
@@ -834,6 +853,7 @@ pub fn find_max(
         FindMax {
             best_rate: best.as_ref().map(|b| b.rate.clone()),
             best_bytes_per_s: best.as_ref().map_or(0.0, |b| b.blast.bytes_per_s),
+            sender_limited,
             trials,
         },
         best,
