@@ -9,12 +9,16 @@ use crate::util;
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
 use std::io::{BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Open connections, so `stop()` can unblock their readers.
+type Conns = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
 /// Highest seq tracked in the bitmap (256 MiB of bits per port at most).
 const MAX_SEQ: u64 = 1 << 31;
@@ -181,7 +185,7 @@ impl PortState {
 pub struct SinkHandle {
     pub ports: Vec<Arc<PortState>>,
     stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    conns: Conns,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -198,7 +202,8 @@ impl SinkHandle {
             .conns
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
+            .drain()
+            .map(|(_, c)| c)
         {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
@@ -217,7 +222,7 @@ impl Drop for SinkHandle {
 /// Binds every listen address and serves until stopped.
 pub fn start(cfg: SinkConfig) -> Result<SinkHandle> {
     let stop = Arc::new(AtomicBool::new(false));
-    let conns = Arc::new(Mutex::new(Vec::new()));
+    let conns: Conns = Arc::new(Mutex::new(HashMap::new()));
     let mut ports = Vec::new();
     let mut threads = Vec::new();
     let cfg = Arc::new(cfg);
@@ -258,7 +263,7 @@ fn acceptor(
     st: Arc<PortState>,
     cfg: Arc<SinkConfig>,
     stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    conns: Conns,
 ) {
     let t0 = Instant::now();
     while t0.elapsed() < cfg.down_for {
@@ -276,24 +281,29 @@ fn acceptor(
     }
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     let mut seed = util::now_ns() | 1;
+    let mut next_id = 0u64;
     while !stop.load(Relaxed) {
         match l.accept() {
             Ok((s, _)) => {
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_nodelay(true);
+                next_id += 1;
+                let id = next_id;
                 if let Ok(c) = s.try_clone() {
-                    conns.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+                    conns
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, c);
                 }
-                let (st, cfg, stop) = (st.clone(), cfg.clone(), stop.clone());
+                let (st, cfg, stop, conns) = (st.clone(), cfg.clone(), stop.clone(), conns.clone());
                 seed = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let s2 = seed;
                 workers.push(std::thread::spawn(move || {
-                    // The registry in `conns` holds a clone, so close explicitly.
-                    let c = s.try_clone();
                     let _ = serve_conn(s, &st, &cfg, &stop, s2);
-                    if let Ok(c) = c {
+                    // The registry holds a clone; drop it so the peer sees the close.
+                    if let Some(c) = conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
                         let _ = c.shutdown(std::net::Shutdown::Both);
                     }
                 }));
