@@ -1,0 +1,6 @@
+//! Integration tests: the real `sluice` binary on loopback, real UDP in,
+//! real HTTP sinks out.
+mod support;
+
+mod pipeline;
+mod lifecycle;
