@@ -281,7 +281,7 @@ impl Requester {
     pub(crate) async fn deliver(&mut self, payload: Payload) {
         let shared = Arc::clone(&self.shared);
         let stats = &shared.stats;
-        let expiry = payload.created + shared.retry_max_age;
+        let expiry = super::later(payload.created, shared.retry_max_age);
         let mut step = 0u32;
         let mut attempts = 0u32;
         loop {
@@ -345,7 +345,7 @@ impl Requester {
             let delay = retry_after
                 .unwrap_or_else(|| backoff(shared.backoff_initial, shared.backoff_max, step));
             step = step.saturating_add(1);
-            if Instant::now() + delay > expiry {
+            if super::later(Instant::now(), delay) > expiry {
                 stats
                     .lines_gave_up
                     .fetch_add(payload.lines, Ordering::Relaxed);

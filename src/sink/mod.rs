@@ -131,7 +131,7 @@ impl SinkWriter {
         self.stop.send_replace(Some(deadline));
         self.sink.wake.notify_one();
 
-        let wait = (deadline + SHUTDOWN_SLACK).saturating_duration_since(Instant::now());
+        let wait = later(deadline, SHUTDOWN_SLACK).saturating_duration_since(Instant::now());
         match self.done.recv_timeout(wait) {
             Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 if self.thread.join().is_err() {
@@ -274,7 +274,8 @@ impl Writer {
                         }
                         None if stopping => break,
                         None => {
-                            let age_deadline = body.first_at().map(|t| t + self.batch_max_age);
+                            let age_deadline =
+                                body.first_at().map(|t| later(t, self.batch_max_age));
                             tokio::select! {
                                 () = self.sink.wake.notified() => {}
                                 () = sleep_until(age_deadline) => break,
@@ -308,6 +309,12 @@ impl Writer {
         }
         pool.finish().await;
     }
+}
+
+/// `at + delay`, saturating at a year from `at` (durations in the config can be huge).
+fn later(at: Instant, delay: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    at.checked_add(delay.min(YEAR)).unwrap_or(at)
 }
 
 /// Sleep until `at`, or forever when there is nothing to wait for.

@@ -385,10 +385,40 @@ fn abrupt_closes_are_retried() {
 
 #[test]
 fn keep_alive_race_retries_at_once_on_a_fresh_connection() {
-    let server = Server::local(Vec::new(), ok());
-    server.state.lock().unwrap().close_after_answer = true;
+    // The second request arrives on the reused connection and the server drops
+    // it unanswered, as a backend closing an idle connection at that moment would.
+    let server = Server::local(vec![ok(), Action::Close], ok());
     let mut cfg = config("keepalive-race", server.url());
     // A backoff step would show: the test waits far less than this.
+    cfg.retry_backoff_initial = Duration::from_secs(10);
+    cfg.retry_backoff_max = Duration::from_secs(10);
+    cfg.retry_max_age = Duration::from_secs(60);
+    cfg.batch_max_age = Duration::from_millis(1);
+    let (sink, writer) = start(&cfg).unwrap();
+    sink.offer(chunk(0, 1, 30)).unwrap();
+    assert!(wait_for(Duration::from_secs(2), || load(
+        &sink.stats.lines_delivered
+    ) == 1));
+    sink.offer(chunk(1, 1, 30)).unwrap();
+    assert!(wait_for(Duration::from_secs(2), || load(
+        &sink.stats.lines_delivered
+    ) == 2));
+    let stats = &sink.stats;
+    assert_eq!(load(&stats.request_failures), 1);
+    assert_eq!(load(&stats.retries), 1);
+    assert_eq!(load(&stats.requests), 3);
+    server.with(|s| {
+        let conns: Vec<usize> = s.requests.iter().map(|r| r.conn).collect();
+        assert_eq!(conns, [1, 1, 2]);
+    });
+    writer.shutdown(soon(2));
+}
+
+#[test]
+fn connections_closed_after_each_answer_are_replaced() {
+    let server = Server::local(Vec::new(), ok());
+    server.state.lock().unwrap().close_after_answer = true;
+    let mut cfg = config("closing-backend", server.url());
     cfg.retry_backoff_initial = Duration::from_secs(10);
     cfg.retry_backoff_max = Duration::from_secs(10);
     cfg.retry_max_age = Duration::from_secs(60);
@@ -409,6 +439,7 @@ fn keep_alive_race_retries_at_once_on_a_fresh_connection() {
         let conns: std::collections::HashSet<usize> = s.requests.iter().map(|r| r.conn).collect();
         assert_eq!(conns.len(), 5, "the server closed every connection");
     });
+    assert_eq!(load(&sink.stats.lines_delivered), 5);
     writer.shutdown(soon(2));
 }
 
@@ -620,4 +651,29 @@ fn writer_thread_is_named() {
     let (_sink, writer) = start(&config("named", server.url())).unwrap();
     assert_eq!(writer.thread.thread().name(), Some("sink-named"));
     writer.shutdown(soon(1));
+}
+
+#[test]
+fn busy_connections_stop_the_collector_popping() {
+    let server = Server::local(Vec::new(), Action::Hang);
+    let mut cfg = config("busy", server.url());
+    cfg.connections = 3;
+    cfg.batch_max_size = 100;
+    cfg.batch_max_age = Duration::from_millis(1);
+    cfg.timeout = Duration::from_secs(30);
+    cfg.queue_max_batches = 16;
+    let (sink, writer) = start(&cfg).unwrap();
+    for i in 0..12 {
+        sink.offer(chunk(i, 1, 80)).unwrap();
+    }
+    // Three bodies in flight; the collector holds a fourth body and the chunk that
+    // did not fit it; the rest stay queued.
+    assert!(wait_for(Duration::from_secs(2), || server.requests() == 3));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(server.with(|s| s.connections), 3);
+    assert_eq!(sink.queue_len(), 12 - 5);
+    assert_eq!(load(&sink.stats.lines_in_flight), 5);
+    let report = writer.shutdown(Instant::now() + Duration::from_millis(100));
+    assert_eq!(report.lines_undelivered, 12);
+    assert_eq!(sink.queue_len(), 0);
 }
