@@ -99,7 +99,19 @@ impl Sink {
     }
 }
 
-/// The writer thread of a sink.
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field("name", &self.name)
+            .field("queue_len", &self.queue_len())
+            .field("queue_capacity", &self.queue_capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writer thread of a sink. Dropping it without `shutdown` stops the writer at
+/// once (what is queued or in flight is counted as `lines_shutdown`) without joining it.
+#[derive(Debug)]
 pub struct SinkWriter {
     sink: Arc<Sink>,
     /// `Some(deadline)` once shutdown began. Dropping the sender stops the writer at once.
@@ -286,6 +298,11 @@ impl Writer {
                     },
                 };
                 if chunk.data.is_empty() {
+                    // Nothing to send; a chunk without bytes has no lines either.
+                    debug_assert_eq!(chunk.lines, 0);
+                    stats
+                        .lines_in_flight
+                        .fetch_sub(u64::from(chunk.lines), Ordering::Relaxed);
                     continue;
                 }
                 if !body.fits(&chunk, self.batch_max_size) {

@@ -677,3 +677,19 @@ fn busy_connections_stop_the_collector_popping() {
     assert_eq!(report.lines_undelivered, 12);
     assert_eq!(sink.queue_len(), 0);
 }
+
+#[test]
+fn dropping_the_writer_stops_it_and_counts_what_is_left() {
+    let server = Server::local(Vec::new(), Action::Hang);
+    let mut cfg = config("dropped", server.url());
+    cfg.timeout = Duration::from_secs(30);
+    let (sink, writer) = start(&cfg).unwrap();
+    sink.offer(chunk(1, 3, 40)).unwrap();
+    assert!(wait_for(Duration::from_secs(2), || server.requests() == 1));
+    sink.offer(chunk(2, 4, 40)).unwrap();
+    drop(writer);
+    assert!(wait_for(Duration::from_secs(2), || load(
+        &sink.stats.lines_shutdown
+    ) == 7));
+    assert_eq!(load(&sink.stats.lines_in_flight), 0);
+}
