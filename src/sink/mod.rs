@@ -268,64 +268,81 @@ impl Writer {
     /// Collect and deliver until shutdown has drained the queue and every body is settled.
     async fn work(&self, mut stop: watch::Receiver<Option<Instant>>) {
         let mut pool = Pool::start(&self.shared, self.connections);
-        let stats = &self.sink.stats;
-        let mut stopping = false;
-        // A chunk popped that did not fit the previous body: the next one starts with it.
-        let mut carry: Option<Chunk> = None;
+        let mut collector = Collector {
+            stopping: false,
+            carry: None,
+        };
         loop {
-            let mut body = BodyBuilder::default();
-            loop {
-                let chunk = match carry.take() {
-                    Some(chunk) => chunk,
-                    None => match self.sink.queue.pop() {
-                        Some(chunk) => {
-                            stats
-                                .lines_in_flight
-                                .fetch_add(u64::from(chunk.lines), Ordering::Relaxed);
-                            chunk
-                        }
-                        None if stopping => break,
-                        None => {
-                            let age_deadline =
-                                body.first_at().map(|t| later(t, self.batch_max_age));
-                            tokio::select! {
-                                () = self.sink.wake.notified() => {}
-                                () = sleep_until(age_deadline) => break,
-                                _ = stop.changed(), if !stopping => stopping = true,
-                            }
-                            continue;
-                        }
-                    },
-                };
-                if chunk.data.is_empty() {
-                    // Nothing to send; a chunk without bytes has no lines either.
-                    debug_assert_eq!(chunk.lines, 0);
-                    stats
-                        .lines_in_flight
-                        .fetch_sub(u64::from(chunk.lines), Ordering::Relaxed);
-                    continue;
-                }
-                if !body.fits(&chunk, self.batch_max_size) {
-                    carry = Some(chunk);
-                    break;
-                }
-                body.push(chunk);
-                if body.is_full(self.batch_max_size)
-                    || body
-                        .first_at()
-                        .is_some_and(|t| t.elapsed() >= self.batch_max_age)
-                {
-                    break;
-                }
-            }
+            let body = self.next_body(&mut collector, &mut stop).await;
             if !body.is_empty() {
                 pool.dispatch(body.seal(self.gzip)).await;
-            } else if stopping && carry.is_none() {
+            } else if collector.stopping && collector.carry.is_none() {
                 break;
             }
         }
         pool.finish().await;
     }
+
+    /// Fill one body: until it is full, `batch_max_age` has passed since its first
+    /// chunk, or (when stopping) the queue is empty. Empty only when stopping.
+    async fn next_body(
+        &self,
+        collector: &mut Collector,
+        stop: &mut watch::Receiver<Option<Instant>>,
+    ) -> BodyBuilder {
+        let stats = &self.sink.stats;
+        let mut body = BodyBuilder::default();
+        loop {
+            let chunk = match collector.carry.take() {
+                Some(chunk) => chunk,
+                None => match self.sink.queue.pop() {
+                    Some(chunk) => {
+                        stats
+                            .lines_in_flight
+                            .fetch_add(u64::from(chunk.lines), Ordering::Relaxed);
+                        chunk
+                    }
+                    None if collector.stopping => return body,
+                    None => {
+                        let age_deadline = body.first_at().map(|t| later(t, self.batch_max_age));
+                        tokio::select! {
+                            () = self.sink.wake.notified() => {}
+                            () = sleep_until(age_deadline) => return body,
+                            _ = stop.changed(), if !collector.stopping => collector.stopping = true,
+                        }
+                        continue;
+                    }
+                },
+            };
+            if chunk.data.is_empty() {
+                // Nothing to send; a chunk without bytes has no lines either.
+                debug_assert_eq!(chunk.lines, 0);
+                stats
+                    .lines_in_flight
+                    .fetch_sub(u64::from(chunk.lines), Ordering::Relaxed);
+                continue;
+            }
+            if !body.fits(&chunk, self.batch_max_size) {
+                collector.carry = Some(chunk);
+                return body;
+            }
+            body.push(chunk);
+            let aged = body
+                .first_at()
+                .is_some_and(|t| t.elapsed() >= self.batch_max_age);
+            if body.is_full(self.batch_max_size) || aged {
+                return body;
+            }
+        }
+    }
+}
+
+/// The collector's state between bodies.
+struct Collector {
+    /// Shutdown began: drain the queue without waiting for `batch_max_age`.
+    stopping: bool,
+    /// A chunk popped that did not fit the previous body: the next one starts with it.
+    carry: Option<Chunk>,
 }
 
 /// `at + delay`, saturating at a year from `at` (durations in the config can be huge).
