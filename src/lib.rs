@@ -9,6 +9,8 @@ pub mod config;
 pub mod rx;
 pub mod parse;
 pub mod sanity;
+pub mod budget;
+pub mod check;
 pub mod route;
 pub mod batch;
 pub mod sink;

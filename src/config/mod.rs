@@ -46,6 +46,8 @@ pub struct Config {
     pub junkyard: String,
     pub sinks: Vec<SinkConfig>,
     pub shutdown_timeout: Duration,
+    pub cardinality: CardinalityConfig,
+    pub dead_letter: DeadLetterConfig,
 }
 
 /// A configuration error: says where and why.
@@ -102,6 +104,11 @@ impl Config {
         if !names.contains(&self.junkyard) {
             names.push(self.junkyard.clone());
         }
+        if let Some(dead) = &self.dead_letter.route {
+            if !names.contains(dead) {
+                names.push(dead.clone());
+            }
+        }
         names
     }
 }
@@ -139,6 +146,36 @@ struct RawConfig {
     #[serde(default, rename = "sink")]
     sinks: Vec<RawSink>,
     shutdown_timeout: Option<DurationValue>,
+    #[serde(default)]
+    cardinality: RawCardinality,
+    #[serde(default)]
+    dead_letter: RawDeadLetter,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCardinality {
+    max_series: Option<u64>,
+    max_lines_per_second: Option<u64>,
+    window: Option<DurationValue>,
+    max_measurements: Option<usize>,
+    #[serde(default, rename = "limit")]
+    limits: Vec<RawLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    measurement: Option<String>,
+    max_series: Option<u64>,
+    max_lines_per_second: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDeadLetter {
+    route: Option<String>,
+    reasons: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -159,6 +196,8 @@ struct RawSanity {
     max_time_past: Option<DurationValue>,
     max_time_future: Option<DurationValue>,
     max_line_length: Option<SizeValue>,
+    precision: Option<String>,
+    stamp_missing: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -301,8 +340,19 @@ impl Validator<'_> {
             Duration::from_secs(10),
         )?;
 
+        let cardinality = self.cardinality(raw.cardinality)?;
+        let dead_letter = self.dead_letter(raw.dead_letter)?;
         let mut route_names: BTreeSet<String> = rules.iter().map(|r| r.route.clone()).collect();
         route_names.insert(junkyard.clone());
+        if let Some(dead) = &dead_letter.route {
+            if rules.iter().any(|r| &r.route == dead) || dead == &junkyard {
+                return Err(self.err(
+                    "dead_letter.route",
+                    format!("{dead:?} is also a rule route or the junkyard; give rejects a route of their own"),
+                ));
+            }
+            route_names.insert(dead.clone());
+        }
         let mut sinks: Vec<SinkConfig> = Vec::with_capacity(raw.sinks.len());
         for (i, sink) in raw.sinks.into_iter().enumerate() {
             let sink = self.sink(i, sink, &route_names)?;
@@ -323,6 +373,63 @@ impl Validator<'_> {
             junkyard,
             sinks,
             shutdown_timeout,
+            cardinality,
+            dead_letter,
+        })
+    }
+
+    fn cardinality(&self, raw: RawCardinality) -> Result<CardinalityConfig, Error> {
+        let window = self.positive(
+            "cardinality.window",
+            self.duration("cardinality.window", raw.window, Duration::from_secs(3600))?,
+        )?;
+        let mut limits = Vec::with_capacity(raw.limits.len());
+        for (i, limit) in raw.limits.into_iter().enumerate() {
+            let measurement = limit
+                .measurement
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| self.err(format!("cardinality.limit[{i}].measurement"), "is missing or empty"))?;
+            limits.push(MeasurementLimit {
+                measurement,
+                max_series: limit.max_series,
+                max_lines_per_second: limit.max_lines_per_second,
+            });
+        }
+        Ok(CardinalityConfig {
+            max_series: raw.max_series.unwrap_or(0),
+            max_lines_per_second: raw.max_lines_per_second.unwrap_or(0),
+            window,
+            max_measurements: self.range(
+                "cardinality.max_measurements",
+                raw.max_measurements.unwrap_or(10_000) as u64,
+                1,
+                10_000_000,
+            )? as usize,
+            limits,
+        })
+    }
+
+    fn dead_letter(&self, raw: RawDeadLetter) -> Result<DeadLetterConfig, Error> {
+        let reasons = raw.reasons.unwrap_or_default();
+        for (i, reason) in reasons.iter().enumerate() {
+            if !crate::check::Reason::LABELS.contains(&reason.as_str()) {
+                return Err(self.err(
+                    format!("dead_letter.reasons[{i}]"),
+                    format!(
+                        "{reason:?} is not a reject reason (one of: {})",
+                        crate::check::Reason::LABELS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(route) = &raw.route {
+            if route.is_empty() {
+                return Err(self.err("dead_letter.route", "must not be empty"));
+            }
+        }
+        Ok(DeadLetterConfig {
+            route: raw.route,
+            reasons,
         })
     }
 
@@ -398,10 +505,25 @@ impl Validator<'_> {
             16,
             16 << 20,
         )? as usize;
+        let precision = match raw.precision.as_deref().unwrap_or("ns") {
+            "ns" | "n" => Precision::Nanoseconds,
+            "us" | "u" | "µs" => Precision::Microseconds,
+            "ms" => Precision::Milliseconds,
+            "s" => Precision::Seconds,
+            "auto" => Precision::Auto,
+            other => {
+                return Err(self.err(
+                    "sanity.precision",
+                    format!("{other:?} is not one of \"ns\", \"us\", \"ms\", \"s\", \"auto\""),
+                ))
+            }
+        };
         Ok(SanityConfig {
             max_time_past: past,
             max_time_future: future,
             max_line_length,
+            precision,
+            stamp_missing: raw.stamp_missing.unwrap_or(false),
         })
     }
 

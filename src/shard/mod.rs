@@ -3,6 +3,7 @@
 //! and offer sealed chunks to the subscribed sinks' queues. A shard shares
 //! nothing with other shards but those queues, and never blocks on a sink.
 pub mod cpu;
+pub mod debug;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +13,19 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::batch::{Batcher, Chunk};
-use crate::config::{ChunkConfig, SanityConfig};
-use crate::parse::{self, Item};
-use crate::route::{RouteId, RouteTable, Scratch};
+use crate::budget::Budgets;
+use crate::check::{self, Checker, Reason, Verdict};
+use crate::config::{CardinalityConfig, ChunkConfig, SanityConfig};
+use crate::parse;
+use crate::route::{RouteId, RouteTable};
 use crate::rx::{Receiver, RxConfig, RxPath};
-use crate::sanity::{wall_clock_ns, TimeWindow};
+use crate::sanity::wall_clock_ns;
 use crate::sink::Sink;
-use crate::telemetry::{Layout, LineDrop, LocalCounters, ShardCounters};
+use crate::telemetry::{Layout, LocalCounters, ShardCounters};
+use debug::{Sampler, ShardDebug};
+
+/// How often a shard refreshes its `/debug` snapshot.
+const DEBUG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The longest a shard waits in one poll, so it notices `stop` promptly.
 const POLL_MAX: Duration = Duration::from_millis(50);
@@ -33,6 +40,10 @@ pub struct ShardSpec {
     pub route_sinks: Arc<Vec<Vec<usize>>>,
     pub sinks: Vec<Arc<Sink>>,
     pub sanity: SanityConfig,
+    pub cardinality: CardinalityConfig,
+    /// Route that receives rejected lines, and which reasons (empty = all).
+    pub dead_letter: Option<(RouteId, Vec<String>)>,
+    pub debug: Arc<ShardDebug>,
     pub chunk: ChunkConfig,
     pub layout: Layout,
     pub counters: Arc<ShardCounters>,
@@ -86,18 +97,33 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         effective_rcvbuf: receiver.effective_rcvbuf(),
     }));
 
+    let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();
+    let dead_letter = spec.dead_letter.as_ref().map(|(route, reasons)| DeadLetter {
+        route: *route,
+        reasons: check::Reason::LABELS
+            .iter()
+            .map(|label| reasons.is_empty() || reasons.iter().any(|r| r == label))
+            .collect(),
+    });
     let mut pipeline = Pipeline {
-        table: &spec.table,
-        scratch: spec.table.scratch(),
+        checker: Checker::new(
+            &spec.table,
+            spec.sanity.clone(),
+            Budgets::new(&spec.cardinality),
+            route_has_sinks,
+            wall_clock_ns(),
+        ),
         batcher: Batcher::new(spec.table.routes().len(), spec.chunk.max_size, spec.chunk.max_age),
         local: LocalCounters::new(spec.layout),
         route_sinks: &spec.route_sinks,
         sinks: &spec.sinks,
-        window: TimeWindow::new(wall_clock_ns(), &spec.sanity),
-        max_line_length: spec.sanity.max_line_length,
+        dead_letter,
+        sampler: Sampler::default(),
+        rewrite: Vec::with_capacity(1024),
         batch_now: None,
     };
     spec.counters.receiving.store(true, Ordering::Release);
+    let mut next_debug = Instant::now();
     while !spec.stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let timeout = pipeline
@@ -105,15 +131,21 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             .next_expiry(now)
             .map_or(POLL_MAX, |d| d.min(POLL_MAX))
             .max(Duration::from_millis(1));
-        pipeline.window = TimeWindow::new(wall_clock_ns(), &spec.sanity);
+        pipeline.checker.set_now(wall_clock_ns());
         pipeline.batch_now = None;
         if let Err(e) = receiver.poll(timeout, &mut |datagram: &[u8]| pipeline.datagram(datagram)) {
             tracing::error!(shard = spec.index, error = %e, "receive failed; retrying");
             std::thread::sleep(Duration::from_millis(10));
         }
-        pipeline.seal_expired(Instant::now());
+        let now = Instant::now();
+        pipeline.seal_expired(now);
         pipeline.local.set_rx(&receiver.stats());
         pipeline.local.publish(&spec.counters);
+        if now >= next_debug {
+            next_debug = now + DEBUG_INTERVAL;
+            let measurements = pipeline.checker.budgets().map(Budgets::snapshot);
+            pipeline.sampler.publish(&spec.debug, measurements);
+        }
     }
     // Stop receiving first, then hand everything still open to the sinks.
     drop(receiver);
@@ -121,16 +153,23 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
     pipeline.local.publish(&spec.counters);
 }
 
+struct DeadLetter {
+    route: RouteId,
+    /// Indexed like `Reason::LABELS`.
+    reasons: Vec<bool>,
+}
+
 /// The per-shard data path, from datagram to sink queue.
 struct Pipeline<'a> {
-    table: &'a RouteTable,
-    scratch: Scratch,
+    checker: Checker<'a>,
     batcher: Batcher,
     local: LocalCounters,
     route_sinks: &'a [Vec<usize>],
     sinks: &'a [Arc<Sink>],
-    window: TimeWindow,
-    max_line_length: usize,
+    dead_letter: Option<DeadLetter>,
+    sampler: Sampler,
+    /// Scratch for rewritten lines (timestamps, dead letters).
+    rewrite: Vec<u8>,
     /// Clock read once per poll, at the first datagram.
     batch_now: Option<Instant>,
 }
@@ -142,33 +181,57 @@ impl Pipeline<'_> {
         let mut lines = 0u64;
         for item in parse::lines(datagram) {
             lines += 1;
-            let line = match item {
-                Item::Line(line) => line,
-                Item::Reject { error, .. } => {
-                    self.local.parse_error(error);
-                    continue;
+            match self.checker.judge(item) {
+                Verdict::Accept {
+                    line,
+                    matched,
+                    rewrite,
+                    ..
+                } => {
+                    self.local.routed(matched.route as usize, matched.rule);
+                    let bytes = if check::rewritten(&line, rewrite, &mut self.rewrite) {
+                        &self.rewrite[..]
+                    } else {
+                        line.raw
+                    };
+                    let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
+                    self.batcher.append(matched.route, bytes, now, &mut |route, chunk| {
+                        dispatch(local, sinks, route_sinks, route, chunk)
+                    });
                 }
-            };
-            if line.raw.len() > self.max_line_length {
-                self.local.dropped(LineDrop::TooLong, 1);
-                continue;
+                Verdict::Reject { raw, reason, .. } => self.reject(raw, reason, now),
             }
-            if !self.window.accepts(line.timestamp) {
-                self.local.dropped(LineDrop::TimeOutOfRange, 1);
-                continue;
-            }
-            let m = self.table.lookup(&line, &mut self.scratch);
-            if self.route_sinks[m.route as usize].is_empty() {
-                self.local.dropped(LineDrop::NoSink, 1);
-                continue;
-            }
-            self.local.routed(m.route as usize, m.rule);
-            let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
-            self.batcher.append(m.route, line.raw, now, &mut |route, chunk| {
-                dispatch(local, sinks, route_sinks, route, chunk)
-            });
         }
         self.local.lines(lines);
+    }
+
+    #[cold]
+    fn reject(&mut self, raw: &[u8], reason: Reason, now: Instant) {
+        match reason {
+            Reason::Parse(error) => self.local.parse_error(error),
+            Reason::Drop(drop) => self.local.dropped(drop, 1),
+        }
+        let now_ns = self.checker.now_ns();
+        self.sampler.offer(reason.label(), raw, now, now_ns);
+        let Some(dead) = &self.dead_letter else { return };
+        let wanted = Reason::LABELS
+            .iter()
+            .position(|l| *l == reason.label())
+            .is_some_and(|i| dead.reasons[i])
+            || dead.reasons[Reason::LABELS
+                .iter()
+                .position(|l| *l == reason.drop_class().as_str())
+                .unwrap_or(0)];
+        if !wanted || self.route_sinks[dead.route as usize].is_empty() {
+            return;
+        }
+        let route = dead.route;
+        check::dead_letter(raw, reason, now_ns, &mut self.rewrite);
+        self.local.dead_lettered();
+        let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
+        self.batcher.append(route, &self.rewrite, now, &mut |route, chunk| {
+            dispatch(local, sinks, route_sinks, route, chunk)
+        });
     }
 
     fn seal_expired(&mut self, now: Instant) {

@@ -136,6 +136,12 @@ impl Collector for Telemetry {
             "Datagrams the kernel dropped on sluice's sockets before user space (SO_RXQ_OVFL).",
             t.kernel_drops,
         )?;
+        counter(
+            e,
+            "sluice_dead_lettered_lines",
+            "Rejected lines also sent to the dead-letter route (they stay counted as dropped).",
+            t.dead_lettered,
+        )?;
         counter(e, "sluice_rx_enobufs", "io_uring receives that found no free buffer.", t.enobufs)?;
         counter(e, "sluice_rx_rearms", "io_uring multishot receives re-armed.", t.rearms)?;
         let (mut uring, mut mmsg) = (0i64, 0i64);

@@ -20,15 +20,21 @@ pub enum LineDrop {
     TimeOutOfRange,
     /// Longer than `max_line_length`.
     TooLong,
+    /// A new series beyond its measurement's series budget.
+    Cardinality,
+    /// Over its measurement's lines-per-second budget.
+    RateLimited,
     /// Routed to a route that no sink subscribes to.
     NoSink,
 }
 
 impl LineDrop {
-    pub const ALL: [LineDrop; 4] = [
+    pub const ALL: [LineDrop; 6] = [
         LineDrop::ParseError,
         LineDrop::TimeOutOfRange,
         LineDrop::TooLong,
+        LineDrop::Cardinality,
+        LineDrop::RateLimited,
         LineDrop::NoSink,
     ];
     pub fn as_str(self) -> &'static str {
@@ -36,6 +42,8 @@ impl LineDrop {
             LineDrop::ParseError => "parse_error",
             LineDrop::TimeOutOfRange => "time_out_of_range",
             LineDrop::TooLong => "too_long",
+            LineDrop::Cardinality => "cardinality",
+            LineDrop::RateLimited => "rate_limited",
             LineDrop::NoSink => "no_sink",
         }
     }
@@ -57,7 +65,8 @@ const TRUNCATED: usize = 3;
 const ENOBUFS: usize = 4;
 const KERNEL_DROPS: usize = 5;
 const REARMS: usize = 6;
-const FIXED: usize = 7;
+const DEAD_LETTERED: usize = 7;
+const FIXED: usize = 8;
 
 impl Layout {
     fn drop_base(&self) -> usize {
@@ -117,6 +126,10 @@ impl LocalCounters {
         }
     }
     #[inline]
+    pub fn dead_lettered(&mut self) {
+        self.values[DEAD_LETTERED] += 1;
+    }
+    #[inline]
     pub fn enqueued(&mut self, sink: usize, lines: u64) {
         self.values[self.layout.enqueued_base() + sink] += lines;
     }
@@ -173,6 +186,8 @@ pub struct Totals {
     pub enobufs: u64,
     pub kernel_drops: u64,
     pub rearms: u64,
+    /// Rejected lines also sent to the dead-letter route.
+    pub dead_lettered: u64,
     /// Indexed like [`LineDrop::ALL`].
     pub dropped: Vec<u64>,
     /// Indexed like [`ParseError::ALL`].
@@ -200,6 +215,7 @@ impl Totals {
             enobufs: flat[ENOBUFS],
             kernel_drops: flat[KERNEL_DROPS],
             rearms: flat[REARMS],
+            dead_lettered: flat[DEAD_LETTERED],
             dropped: slice(layout.drop_base(), LineDrop::ALL.len()),
             parse_errors: slice(layout.parse_base(), ParseError::ALL.len()),
             routed: slice(layout.routed_base(), layout.routes),
@@ -237,7 +253,7 @@ mod tests {
         }
         let t = Totals::sum(&shards, layout);
         assert_eq!(t.lines, 20);
-        assert_eq!(t.dropped, vec![2, 0, 4, 0]);
+        assert_eq!(t.dropped, vec![2, 0, 4, 0, 0, 0]);
         assert_eq!(t.parse_errors[ParseError::BadField.index()], 2);
         assert_eq!(t.routed, vec![2, 2]);
         assert_eq!(t.rule_matches, vec![0, 0, 2]);
