@@ -148,15 +148,17 @@ impl BufRing {
         // is done with this buffer, and the memory is initialised (zeroed at
         // allocation, then written by the kernel). The slice borrows `self`,
         // so it ends before `recycle` can return the buffer to the kernel.
-        unsafe {
-            std::slice::from_raw_parts(self.data.as_ptr().add(index * self.stride), len)
-        }
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(index * self.stride), len) }
     }
 
     /// Return a lent buffer to the ring. The kernel sees it after [`publish`](Self::publish).
     pub(super) fn recycle(&mut self, bid: u16) {
         let index = usize::from(bid);
-        assert_eq!(self.owner[index], Owner::Lent, "recycling buffer {bid} not lent");
+        assert_eq!(
+            self.owner[index],
+            Owner::Lent,
+            "recycling buffer {bid} not lent"
+        );
         self.owner[index] = Owner::Kernel;
         let slot = usize::from(self.tail & self.mask);
         // SAFETY: `slot` < entries, inside the ring allocation. The entries
@@ -181,7 +183,8 @@ impl BufRing {
         // 2-byte aligned (offset 14 of a page-aligned block), and only ever
         // accessed atomically (by us here, by the kernel with
         // smp_load_acquire).
-        let tail = unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*self.ring.as_ptr()).resv)) };
+        let tail =
+            unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*self.ring.as_ptr()).resv)) };
         tail.store(self.tail, Ordering::Release);
     }
 

@@ -177,11 +177,16 @@ impl MmsgRx {
             let received = received as usize;
             for slot in 0..received {
                 let header = &self.headers[slot];
+                // msg_controllen is size_t on glibc but socklen_t on musl.
+                #[allow(clippy::unnecessary_cast)]
                 let control_len = (header.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
                 // SAFETY: slot `slot` of `control` is CONTROL_LEN bytes inside
                 // the allocation; the kernel is no longer writing to it.
                 let control = unsafe {
-                    std::slice::from_raw_parts(self.control_ptr.add(slot * CONTROL_LEN), control_len)
+                    std::slice::from_raw_parts(
+                        self.control_ptr.add(slot * CONTROL_LEN),
+                        control_len,
+                    )
                 };
                 self.drops.observe(index, control, &mut self.stats);
                 if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -191,8 +196,9 @@ impl MmsgRx {
                 let len = (header.msg_len as usize).min(self.slot_len);
                 // SAFETY: slot `slot` of `data` is slot_len bytes inside the
                 // allocation, initialised (zeroed, then written by the kernel).
-                let payload =
-                    unsafe { std::slice::from_raw_parts(self.data_ptr.add(slot * self.slot_len), len) };
+                let payload = unsafe {
+                    std::slice::from_raw_parts(self.data_ptr.add(slot * self.slot_len), len)
+                };
                 self.stats.datagrams += 1;
                 self.stats.bytes += len as u64;
                 delivered += 1;

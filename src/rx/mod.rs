@@ -23,9 +23,9 @@ use crate::config::IoUringMode;
 mod buffers;
 mod mmsg;
 mod socket;
-mod uring;
 #[cfg(test)]
 mod tests;
+mod uring;
 
 /// Environment variable of the io_uring failure test hook (see module docs).
 pub const FORCE_IO_URING_FAILURE_ENV: &str = "SLUICE_FORCE_IO_URING_FAILURE";
@@ -105,8 +105,10 @@ pub struct Receiver {
     io_uring_error: Option<std::io::Error>,
 }
 
+// One per shard, built once and never moved on the hot path: size is irrelevant.
+#[allow(clippy::large_enum_variant)]
 enum Path {
-    IoUring(Box<uring::UringRx>),
+    IoUring(uring::UringRx),
     Recvmmsg(mmsg::MmsgRx),
 }
 
@@ -133,11 +135,11 @@ impl Receiver {
         let path = match cfg.mode {
             IoUringMode::Off => Path::Recvmmsg(mmsg::MmsgRx::new(fds, cfg)),
             IoUringMode::On => match uring::UringRx::new(fds, cfg, force_uring_failure) {
-                Ok(rx) => Path::IoUring(Box::new(rx)),
+                Ok(rx) => Path::IoUring(rx),
                 Err(e) => return Err(Error::IoUringUnavailable(e)),
             },
             IoUringMode::Auto => match uring::UringRx::new(fds.clone(), cfg, force_uring_failure) {
-                Ok(rx) => Path::IoUring(Box::new(rx)),
+                Ok(rx) => Path::IoUring(rx),
                 Err(e) => {
                     io_uring_error = Some(e);
                     Path::Recvmmsg(mmsg::MmsgRx::new(fds, cfg))

@@ -118,7 +118,10 @@ fn every_payload_arrives_byte_identical() {
             assert_eq!(got, sent, "{path:?} {addr}");
             let stats = rx.stats();
             assert_eq!(stats.datagrams, 300);
-            assert_eq!(stats.bytes, sent.iter().map(|p| p.len() as u64).sum::<u64>());
+            assert_eq!(
+                stats.bytes,
+                sent.iter().map(|p| p.len() as u64).sum::<u64>()
+            );
             assert_eq!(stats.truncated, 0);
             assert_eq!(stats.kernel_drops, 0);
         }
@@ -158,7 +161,11 @@ fn oversized_datagram_is_counted_truncated_and_not_delivered() {
         tx.send_to(&[b'y'; 512], to).unwrap();
         tx.send_to(b"after", to).unwrap();
         let got = collect(&mut rx, 3);
-        assert_eq!(got, vec![b"before".to_vec(), vec![b'y'; 512], b"after".to_vec()], "{path:?}");
+        assert_eq!(
+            got,
+            vec![b"before".to_vec(), vec![b'y'; 512], b"after".to_vec()],
+            "{path:?}"
+        );
         assert_eq!(rx.stats().truncated, 1, "{path:?}");
         assert_eq!(rx.stats().datagrams, 3, "{path:?}");
     }
@@ -170,11 +177,21 @@ fn idle_poll_returns_zero_after_timeout() {
         let mut rx = open(&config(vec![v4()], IoUringMode::Auto), path);
         for _ in 0..3 {
             let start = Instant::now();
-            let n = rx.poll(Duration::from_millis(100), &mut |_: &[u8]| panic!("no traffic")).unwrap();
+            let n = rx
+                .poll(Duration::from_millis(100), &mut |_: &[u8]| {
+                    panic!("no traffic")
+                })
+                .unwrap();
             let elapsed = start.elapsed();
             assert_eq!(n, 0);
-            assert!(elapsed >= Duration::from_millis(90), "{path:?} returned early: {elapsed:?}");
-            assert!(elapsed < Duration::from_millis(600), "{path:?} overslept: {elapsed:?}");
+            assert!(
+                elapsed >= Duration::from_millis(90),
+                "{path:?} returned early: {elapsed:?}"
+            );
+            assert!(
+                elapsed < Duration::from_millis(600),
+                "{path:?} overslept: {elapsed:?}"
+            );
         }
         let start = Instant::now();
         assert_eq!(rx.poll(Duration::ZERO, &mut |_: &[u8]| {}).unwrap(), 0);
@@ -210,10 +227,15 @@ fn two_receivers_share_a_port_with_reuseport() {
         let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
         let deadline = Instant::now() + DEADLINE;
         while got_a.len() + got_b.len() < sent.len() && Instant::now() < deadline {
-            a.poll(POLL, &mut |d: &[u8]| got_a.push(d.to_vec())).unwrap();
-            b.poll(POLL, &mut |d: &[u8]| got_b.push(d.to_vec())).unwrap();
+            a.poll(POLL, &mut |d: &[u8]| got_a.push(d.to_vec()))
+                .unwrap();
+            b.poll(POLL, &mut |d: &[u8]| got_b.push(d.to_vec()))
+                .unwrap();
         }
-        assert!(!got_a.is_empty() && !got_b.is_empty(), "{first:?}/{second:?}: one receiver got nothing");
+        assert!(
+            !got_a.is_empty() && !got_b.is_empty(),
+            "{first:?}/{second:?}: one receiver got nothing"
+        );
         let mut got: Vec<Vec<u8>> = got_a.into_iter().chain(got_b).collect();
         got.sort();
         sent.sort();
@@ -229,7 +251,10 @@ fn forced_uring_failure_falls_back_in_auto_and_errors_in_on() {
 
     let mut rx = Receiver::open_inner(&config(vec![v4()], IoUringMode::Auto), true).unwrap();
     assert_eq!(rx.path(), RxPath::Recvmmsg);
-    assert_eq!(rx.io_uring_error().and_then(|e| e.raw_os_error()), Some(libc::EPERM));
+    assert_eq!(
+        rx.io_uring_error().and_then(|e| e.raw_os_error()),
+        Some(libc::EPERM)
+    );
     let to = rx.local_addrs()[0];
     sender_for(to).send_to(b"fallback", to).unwrap();
     assert_eq!(collect(&mut rx, 1), vec![b"fallback".to_vec()]);
@@ -265,12 +290,17 @@ fn kernel_drops_are_counted_from_so_rxq_ovfl() {
         tx.send_to(b"marker", to).unwrap();
         let mut seen = false;
         while !seen && Instant::now() < deadline {
-            rx.poll(POLL, &mut |d: &[u8]| seen |= d == b"marker").unwrap();
+            rx.poll(POLL, &mut |d: &[u8]| seen |= d == b"marker")
+                .unwrap();
         }
         assert!(seen, "{path:?}: marker lost");
         let stats = rx.stats();
         assert!(stats.kernel_drops > 0, "{path:?}: {stats:?}");
-        assert_eq!(stats.datagrams + stats.kernel_drops, 201, "{path:?}: {stats:?}");
+        assert_eq!(
+            stats.datagrams + stats.kernel_drops,
+            201,
+            "{path:?}: {stats:?}"
+        );
     }
 }
 
@@ -330,7 +360,11 @@ fn effective_rcvbuf_is_read_back() {
     };
     let rx = open(&cfg, RxPath::Recvmmsg);
     // Linux doubles the request (rmem_max permitting).
-    assert!(rx.effective_rcvbuf() >= 256 * 1024, "{}", rx.effective_rcvbuf());
+    assert!(
+        rx.effective_rcvbuf() >= 256 * 1024,
+        "{}",
+        rx.effective_rcvbuf()
+    );
 }
 
 #[test]

@@ -82,7 +82,9 @@ impl UringRx {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many sockets"))?;
         // Every data CQE holds a buffer, so at most `entries` of them are
         // outstanding, plus a final CQE per socket and the cancels.
-        let cq_entries = (u32::from(entries) * 2).max(sq_entries * 2).next_power_of_two();
+        let cq_entries = (u32::from(entries) * 2)
+            .max(sq_entries * 2)
+            .next_power_of_two();
         let ring = IoUring::builder()
             .setup_cqsize(cq_entries)
             .setup_coop_taskrun()
@@ -97,8 +99,12 @@ impl UringRx {
         // only after `Drop` has unregistered the group with no receive in
         // flight (or leaked), and the ring is dropped before it.
         unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(bufs.ring_addr(), bufs.entries(), BGID, 0)?;
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.ring_addr(),
+                bufs.entries(),
+                BGID,
+                0,
+            )?;
         }
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
         let mut template: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -141,8 +147,10 @@ impl UringRx {
             // final CQE below before `probe` is dropped (or leak on timeout).
             // The queue was just created and is empty, so both pushes fit.
             unsafe {
-                sq.push(&recv).map_err(|_| io::Error::other("submission queue full"))?;
-                sq.push(&cancel).map_err(|_| io::Error::other("submission queue full"))?;
+                sq.push(&recv)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+                sq.push(&cancel)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
             }
         }
         let deadline = Instant::now() + TEARDOWN_WAIT;
@@ -174,7 +182,10 @@ impl UringRx {
                 // buffer, so the buffers must never be freed.
                 self.bufs.leak();
                 std::mem::forget(probe);
-                Err(io::Error::new(io::ErrorKind::TimedOut, "io_uring probe did not complete"))
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "io_uring probe did not complete",
+                ))
             }
         }
     }
@@ -310,7 +321,11 @@ impl UringRx {
         let mut pending = Vec::new();
         for (index, armed) in self.armed.iter().enumerate() {
             if *armed {
-                pending.push(opcode::AsyncCancel::new(index as u64).build().user_data(USER_DATA_CANCEL));
+                pending.push(
+                    opcode::AsyncCancel::new(index as u64)
+                        .build()
+                        .user_data(USER_DATA_CANCEL),
+                );
             }
         }
         for entry in &pending {
