@@ -200,6 +200,9 @@ fn idle_poll_returns_zero_after_timeout() {
         let to = rx.local_addrs()[0];
         sender_for(to).send_to(b"late", to).unwrap();
         assert_eq!(collect(&mut rx, 1), vec![b"late".to_vec()]);
+        // The multishot receive stayed armed across idle polls.
+        assert_eq!(rx.stats().rearms, 0, "{path:?}");
+        assert_eq!(rx.stats().enobufs, 0, "{path:?}");
     }
 }
 

@@ -296,7 +296,10 @@ impl UringRx {
             // SAFETY: this CQE selected `bid` from our group, so the kernel
             // has finished writing it and removed it from the ring.
             let data = unsafe { bufs.take(bid, len) };
-            if let Ok(out) = types::RecvMsgOut::parse(data, &msghdr.0) {
+            let parsed = types::RecvMsgOut::parse(data, &msghdr.0);
+            // The kernel always writes the full header area before the payload.
+            debug_assert!(parsed.is_ok(), "short multishot recvmsg completion");
+            if let Ok(out) = parsed {
                 drops.observe(index, out.control_data(), stats);
                 if out.is_payload_truncated() {
                     stats.truncated += 1;
