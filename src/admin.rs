@@ -62,6 +62,12 @@ fn respond(req: &Request<Incoming>, telemetry: &Telemetry) -> Response<Full<Byte
             telemetry.render(),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/debug/cardinality" => text(
+            StatusCode::OK,
+            "application/json",
+            telemetry.cardinality_json(20),
+        ),
+        "/debug/rejects" => text(StatusCode::OK, "application/json", telemetry.rejects_json()),
         "/readyz" => {
             if telemetry.ready() {
                 text(StatusCode::OK, "text/plain", "ready\n")
@@ -72,7 +78,7 @@ fn respond(req: &Request<Incoming>, telemetry: &Telemetry) -> Response<Full<Byte
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics, /healthz or /readyz\n",
+            "not found; try /metrics, /healthz, /readyz, /debug/cardinality or /debug/rejects\n",
         ),
     }
 }

@@ -11,25 +11,38 @@ use anyhow::{bail, Context};
 use crate::config::Config;
 use crate::route::RouteTable;
 use crate::rx::RxConfig;
+use crate::shard::debug::ShardDebug;
 use crate::shard::{self, ShardSpec};
 use crate::sink::{self, Sink, SinkWriter};
 use crate::telemetry::{Layout, ShardCounters, Telemetry};
 
-/// For each route id, the indices of the sinks subscribed to it.
+/// For each route id, the indices of the sinks subscribed to it. `"*"`
+/// covers every route, the junkyard included, but not the dead-letter route:
+/// rejected lines reach only sinks that name that route.
 pub fn route_subscriptions(config: &Config, table: &RouteTable) -> Vec<Vec<usize>> {
     table
         .routes()
         .iter()
         .map(|route| {
+            let dead = config.dead_letter.route.as_deref() == Some(route.as_str());
             config
                 .sinks
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.routes.iter().any(|r| r == "*" || r == route))
+                .filter(|(_, s)| s.routes.iter().any(|r| (r == "*" && !dead) || r == route))
                 .map(|(i, _)| i)
                 .collect()
         })
         .collect()
+}
+
+/// Compile the rule table; the dead-letter route (if any) gets an id too.
+pub fn compile_routes(config: &Config) -> anyhow::Result<RouteTable> {
+    Ok(RouteTable::compile_with_extra(
+        &config.rules,
+        &config.junkyard,
+        config.dead_letter.route.as_deref(),
+    )?)
 }
 
 /// Run until SIGTERM/SIGINT. Returns after an orderly shutdown.
@@ -39,7 +52,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the admin runtime")?;
 
-    let table = Arc::new(RouteTable::compile(&config.rules, &config.junkyard)?);
+    let table = Arc::new(compile_routes(&config)?);
+    let dead_letter = config.dead_letter.route.as_ref().map(|name| {
+        let id = table
+            .routes()
+            .iter()
+            .position(|r| r == name)
+            .expect("compile_routes gives the dead-letter route an id") as u16;
+        (id, config.dead_letter.reasons.clone())
+    });
     let route_sinks = Arc::new(route_subscriptions(&config, &table));
     for (route, subscribers) in table.routes().iter().zip(route_sinks.iter()) {
         if subscribers.is_empty() {
@@ -70,6 +91,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let counters: Vec<Arc<ShardCounters>> = (0..shard_count)
         .map(|_| Arc::new(ShardCounters::new(layout)))
         .collect();
+    let debug: Vec<Arc<ShardDebug>> = (0..shard_count).map(|_| Arc::default()).collect();
 
     // Shard 0 binds first so that port 0 resolves once and every other shard
     // joins the same SO_REUSEPORT group.
@@ -95,6 +117,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             route_sinks: route_sinks.clone(),
             sinks: sinks.clone(),
             sanity: config.sanity.clone(),
+            cardinality: config.cardinality.clone(),
+            dead_letter: dead_letter.clone(),
+            debug: debug[index].clone(),
             chunk: config.chunk.clone(),
             layout,
             counters: counters[index].clone(),
@@ -137,6 +162,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         rule_labels: (0..table.rule_count())
             .map(|i| (i.to_string(), table.routes()[table.rule_route(i) as usize].clone()))
             .collect(),
+        debug,
     };
 
     let shutdown_timeout = config.shutdown_timeout;

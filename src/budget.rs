@@ -139,7 +139,7 @@ impl Budgets {
         }
         let series = if self.measurements[&key].max_series > 0 {
             let mut tags_hash = 0u64;
-            for (k, v) in line.tag_pairs() {
+            for (k, v) in crate::parse::tags(line.tags) {
                 let mut h = self.hasher.build_hasher();
                 h.write(k);
                 h.write_u8(b'=');

@@ -159,6 +159,11 @@ impl<'t> Checker<'t> {
         self.budgets.as_ref()
     }
 
+    /// Give the budget state back (explain keeps it across inputs).
+    pub fn into_budgets(self) -> Option<Budgets> {
+        self.budgets
+    }
+
     #[inline]
     pub fn judge<'a>(&mut self, item: Item<'a>) -> Verdict<'a> {
         let line = match item {

@@ -18,3 +18,4 @@ pub mod shard;
 pub mod telemetry;
 pub mod admin;
 pub mod app;
+pub mod explain;

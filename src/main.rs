@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sluice::config::{Config, RuleKind, DEFAULT_CONFIG};
-use sluice::route::RouteTable;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,6 +30,13 @@ enum Command {
     },
     /// Print the embedded default configuration.
     PrintDefaultConfig,
+    /// Print, for each line read from stdin (or given with --line), the
+    /// decision the running appliance would take, as one JSON object per line.
+    Explain {
+        /// Explain this text instead of reading stdin (may hold several lines).
+        #[arg(long)]
+        line: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => load(cli.config.as_ref()).and_then(sluice::app::run),
         Some(Command::Check { file }) => check(&file),
+        Some(Command::Explain { line }) => {
+            load(cli.config.as_ref()).and_then(|config| explain(config, &line))
+        }
         Some(Command::PrintDefaultConfig) => {
             print!("{DEFAULT_CONFIG}");
             Ok(())
@@ -69,9 +78,33 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
+fn explain(config: Config, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let explainer = sluice::explain::Explainer::new(config)?;
+    let mut budgets = explainer.budgets();
+    let mut input = Vec::new();
+    if lines.is_empty() {
+        std::io::stdin()
+            .read_to_end(&mut input)
+            .context("cannot read stdin")?;
+    } else {
+        for line in lines {
+            input.extend_from_slice(line.as_bytes());
+            input.push(b'\n');
+        }
+    }
+    let now = sluice::sanity::wall_clock_ns();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for object in explainer.explain(&input, now, &mut budgets) {
+        writeln!(out, "{object}")?;
+    }
+    Ok(())
+}
+
 fn check(path: &PathBuf) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let table = RouteTable::compile(&config.rules, &config.junkyard)
+    let table = sluice::app::compile_routes(&config)
         .with_context(|| format!("{}: cannot compile rules", path.display()))?;
     let subscriptions = sluice::app::route_subscriptions(&config, &table);
     println!("{}: OK", path.display());

@@ -75,6 +75,16 @@ pub struct RouteTable {
 impl RouteTable {
     /// Compile rules. `junkyard` is the route of lines no rule matches.
     pub fn compile(rules: &[RuleConfig], junkyard: &str) -> Result<RouteTable, Error> {
+        Self::compile_with_extra(rules, junkyard, None)
+    }
+
+    /// Like `compile`, also giving an id to a route no rule produces (the
+    /// dead-letter route), after the junkyard.
+    pub fn compile_with_extra(
+        rules: &[RuleConfig],
+        junkyard: &str,
+        extra: Option<&str>,
+    ) -> Result<RouteTable, Error> {
         let mut routes: Vec<String> = Vec::new();
         let mut route_id = |name: &str| -> Result<RouteId, Error> {
             if let Some(i) = routes.iter().position(|r| r == name) {
@@ -124,6 +134,9 @@ impl RouteTable {
             compiled.push(CompiledRule { kind, route });
         }
         let junkyard = route_id(junkyard)?;
+        if let Some(extra) = extra {
+            route_id(extra)?;
+        }
         let regex = if patterns.is_empty() {
             None
         } else {

@@ -23,6 +23,8 @@ pub struct Telemetry {
     pub route_names: Vec<String>,
     /// Per rule: (index as text, route name).
     pub rule_labels: Vec<(String, String)>,
+    /// Per shard: `/debug` snapshots.
+    pub debug: Vec<Arc<crate::shard::debug::ShardDebug>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -39,6 +41,73 @@ impl Telemetry {
     /// Every shard has opened its receiver and is polling.
     pub fn ready(&self) -> bool {
         !self.shards.is_empty() && self.shards.iter().all(|s| s.receiving.load(Ordering::Acquire))
+    }
+
+    /// `/debug/cardinality`: measurements summed over shards, top by series
+    /// and top by line rate.
+    pub fn cardinality_json(&self, top: usize) -> String {
+        let mut merged: std::collections::BTreeMap<String, crate::budget::MeasurementStat> =
+            Default::default();
+        for shard in &self.debug {
+            let snapshot = shard.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            for m in &snapshot.measurements {
+                let entry = merged.entry(m.measurement.clone()).or_insert_with(|| {
+                    crate::budget::MeasurementStat {
+                        measurement: m.measurement.clone(),
+                        series: 0,
+                        lines_last_second: 0,
+                        lines_total: 0,
+                        rejected_cardinality: 0,
+                        rejected_rate: 0,
+                    }
+                });
+                entry.series += m.series;
+                entry.lines_last_second += m.lines_last_second;
+                entry.lines_total += m.lines_total;
+                entry.rejected_cardinality += m.rejected_cardinality;
+                entry.rejected_rate += m.rejected_rate;
+            }
+        }
+        let all: Vec<_> = merged.into_values().collect();
+        let mut by_series = all.clone();
+        by_series.sort_by(|a, b| b.series.cmp(&a.series).then(a.measurement.cmp(&b.measurement)));
+        by_series.truncate(top);
+        let mut by_rate = all;
+        by_rate.sort_by(|a, b| {
+            b.lines_last_second
+                .cmp(&a.lines_last_second)
+                .then(a.measurement.cmp(&b.measurement))
+        });
+        by_rate.truncate(top);
+        let enabled = self.debug.iter().any(|d| {
+            !d.snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .measurements
+                .is_empty()
+        });
+        serde_json::json!({
+            "note": if enabled { "series counts are per shard, summed" } else { "no cardinality budget configured, or no lines yet" },
+            "top_by_series": by_series,
+            "top_by_line_rate": by_rate,
+        })
+        .to_string()
+    }
+
+    /// `/debug/rejects`: recent rejected lines per reason (rate-limited samples).
+    pub fn rejects_json(&self) -> String {
+        let mut merged: std::collections::BTreeMap<&str, Vec<crate::shard::debug::RejectSample>> =
+            Default::default();
+        for shard in &self.debug {
+            let snapshot = shard.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            for (reason, samples) in &snapshot.rejects {
+                merged.entry(reason).or_default().extend(samples.iter().cloned());
+            }
+        }
+        for samples in merged.values_mut() {
+            samples.sort_by_key(|s| std::cmp::Reverse(s.unix_ns));
+        }
+        serde_json::to_string(&merged).unwrap_or_else(|_| "{}".into())
     }
 
     /// The Prometheus text exposition.
