@@ -53,6 +53,66 @@ fn class(b: u8) -> u8 {
     CLASS[b as usize]
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `x` that is zero. Exact for the lowest such
+/// byte (borrows only run towards higher bytes), which is all we look at.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+#[inline(always)]
+fn load8(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
+}
+
+/// Index of the first byte at or after `i` that ends a run of plain name
+/// bytes: `,` space `\` control or DEL, plus `=` when `KEY` (tag keys,
+/// tag values, field keys; a measurement may hold a bare `=`, case 17).
+/// Eight bytes per step while they last, then the class table.
+#[inline(always)]
+fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
+    let n = b.len();
+    while i + 8 <= n {
+        let x = load8(b, i);
+        // Bytes below 0x21 (control and space); high bytes never match.
+        let mut hit = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
+        hit |= zero_bytes(x ^ (ONES * b',' as u64));
+        hit |= zero_bytes(x ^ (ONES * b'\\' as u64));
+        hit |= zero_bytes(x ^ (ONES * 0x7f));
+        if KEY_RUN {
+            hit |= zero_bytes(x ^ (ONES * b'=' as u64));
+        }
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    let mask = if KEY_RUN { KEY } else { MEAS };
+    while i < n && class(b[i]) & mask == 0 {
+        i += 1;
+    }
+    i
+}
+
+/// Whether all eight bytes of `x` are ASCII digits.
+#[inline(always)]
+fn all_digits(x: u64) -> bool {
+    (x & 0xF0F0_F0F0_F0F0_F0F0) == 0x3030_3030_3030_3030
+        && (x.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) == 0x3030_3030_3030_3030
+}
+
+/// Value of eight ASCII digits, the first in the lowest byte.
+#[inline(always)]
+fn parse8(x: u64) -> u64 {
+    let x = x - 0x3030_3030_3030_3030;
+    let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let x = (x.wrapping_mul(100) + (x >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (x.wrapping_mul(10000) + (x >> 32)) & 0xFFFF_FFFF
+}
+
 /// Most tags we remember for the duplicate check; longer tag sets fall back
 /// to a quadratic re-scan (rare: telegraf sends a handful of tags).
 const TAGS_TRACKED_MAX: usize = 16;
@@ -144,9 +204,7 @@ fn skip_escaped_prev(b: &[u8], mut i: usize, err: ParseError) -> Result<usize, P
 fn scan_measurement(b: &[u8], mut i: usize) -> Result<usize, ParseError> {
     let n = b.len();
     loop {
-        while i < n && class(b[i]) & MEAS == 0 {
-            i += 1;
-        }
+        i = skip_plain::<false>(b, i);
         if i == n {
             return Ok(n);
         }
@@ -170,9 +228,7 @@ fn scan_tags(b: &[u8], mut i: usize) -> Result<usize, ParseError> {
         // Key: up to an unescaped `=`.
         let key_start = i;
         loop {
-            while i < n && class(b[i]) & KEY == 0 {
-                i += 1;
-            }
+            i = skip_plain::<true>(b, i);
             if i == n {
                 return Err(ParseError::BadTag);
             }
@@ -199,9 +255,7 @@ fn scan_tags(b: &[u8], mut i: usize) -> Result<usize, ParseError> {
         // Value: up to an unescaped `,` (next tag) or space (end of tags).
         let value_start = i;
         loop {
-            while i < n && class(b[i]) & KEY == 0 {
-                i += 1;
-            }
+            i = skip_plain::<true>(b, i);
             if i == n {
                 if i == value_start {
                     return Err(ParseError::BadTag);
@@ -254,9 +308,7 @@ fn scan_fields(b: &[u8], mut i: usize) -> Result<(usize, usize), ParseError> {
     loop {
         let key_start = i;
         loop {
-            while i < n && class(b[i]) & KEY == 0 {
-                i += 1;
-            }
+            i = skip_plain::<true>(b, i);
             if i == n {
                 return Err(missing_equals(first));
             }
@@ -532,6 +584,13 @@ fn scan_timestamp(b: &[u8], mut i: usize) -> Result<i64, ParseError> {
     }
     let start = i;
     let mut value = 0u64;
+    // Nanosecond timestamps are 19 digits: two eight-digit steps and three single ones.
+    while i + 8 <= n && all_digits(load8(b, i)) {
+        value = value
+            .wrapping_mul(100_000_000)
+            .wrapping_add(parse8(load8(b, i)));
+        i += 8;
+    }
     while i < n && class(b[i]) & DIGIT != 0 {
         value = value.wrapping_mul(10).wrapping_add((b[i] - b'0') as u64);
         i += 1;
@@ -557,4 +616,45 @@ fn scan_timestamp(b: &[u8], mut i: usize) -> Result<i64, ParseError> {
     }
     let value = value as i64;
     Ok(if negative { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn skip_scalar(b: &[u8], mut i: usize, mask: u8) -> usize {
+        while i < b.len() && class(b[i]) & mask == 0 {
+            i += 1;
+        }
+        i
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn skip_plain_matches_table(
+            bytes in proptest::collection::vec(
+                prop_oneof![4 => b'a'..=b'z', 1 => any::<u8>()], 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            prop_assert_eq!(skip_plain::<true>(&bytes, from), skip_scalar(&bytes, from, KEY));
+            prop_assert_eq!(skip_plain::<false>(&bytes, from), skip_scalar(&bytes, from, MEAS));
+        }
+
+        #[test]
+        fn parse8_matches_std(v in 0u64..100_000_000) {
+            let text = format!("{v:08}");
+            let x = load8(text.as_bytes(), 0);
+            prop_assert!(all_digits(x));
+            prop_assert_eq!(parse8(x), v);
+        }
+
+        #[test]
+        fn all_digits_is_exact(bytes in proptest::array::uniform8(any::<u8>())) {
+            prop_assert_eq!(all_digits(u64::from_le_bytes(bytes)), bytes.iter().all(u8::is_ascii_digit));
+        }
+    }
 }
