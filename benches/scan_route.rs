@@ -92,6 +92,8 @@ fn bench(c: &mut Criterion) {
         max_time_past: Duration::from_secs(600),
         max_time_future: Duration::from_secs(600),
         max_line_length: 64 << 10,
+        precision: sluice::config::Precision::Nanoseconds,
+        stamp_missing: false,
     };
     let window = TimeWindow::new(NOW, &sanity);
 

@@ -171,7 +171,7 @@ impl Budgets {
             if !m.current.contains(&series) {
                 if m.previous.remove(&series) {
                     m.current.insert(series);
-                } else if (m.current.len() as u64) < m.max_series {
+                } else if ((m.current.len() + m.previous.len()) as u64) < m.max_series {
                     m.current.insert(series);
                 } else {
                     m.rejected_series += 1;

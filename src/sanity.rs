@@ -49,6 +49,8 @@ mod tests {
             max_time_past: Duration::from_secs(600),
             max_time_future: Duration::from_secs(60),
             max_line_length: 1000,
+            precision: crate::config::Precision::Nanoseconds,
+            stamp_missing: false,
         };
         let now = 1_700_000_000_000_000_000i64;
         let w = TimeWindow::new(now, &cfg);
