@@ -57,7 +57,16 @@ pub fn corpus() -> Vec<Vec<u8>> {
 
 pub fn rules() -> Vec<RuleConfig> {
     let mut rules: Vec<RuleConfig> = [
-        "cpu", "mem", "disk", "diskio", "net", "system", "processes", "swap", "kernel", "netstat",
+        "cpu",
+        "mem",
+        "disk",
+        "diskio",
+        "net",
+        "system",
+        "processes",
+        "swap",
+        "kernel",
+        "netstat",
     ]
     .iter()
     .map(|m| RuleConfig {
@@ -66,7 +75,10 @@ pub fn rules() -> Vec<RuleConfig> {
     })
     .collect();
     rules.push(RuleConfig {
-        kind: RuleKind::Tags(vec![("dc".into(), "nyc".into()), ("region".into(), "us-west-1".into())]),
+        kind: RuleKind::Tags(vec![
+            ("dc".into(), "nyc".into()),
+            ("region".into(), "us-west-1".into()),
+        ]),
         route: "nyc".into(),
     });
     rules.push(RuleConfig {
@@ -119,7 +131,9 @@ fn bench(c: &mut Criterion) {
             for d in &datagrams {
                 for item in parse::lines(d) {
                     if let Item::Line(line) = item {
-                        if line.raw.len() <= sanity.max_line_length && window.accepts(line.timestamp) {
+                        if line.raw.len() <= sanity.max_line_length
+                            && window.accepts(line.timestamp)
+                        {
                             let m = table.lookup(&line, &mut scratch);
                             routes[m.route as usize] += 1;
                         }
@@ -140,7 +154,9 @@ fn bench(c: &mut Criterion) {
                     if let Item::Line(line) = item {
                         if window.accepts(line.timestamp) {
                             let m = table.lookup(&line, &mut scratch);
-                            batcher.append(m.route, line.raw, now, &mut |_, c| sealed += c.lines as usize);
+                            batcher.append(m.route, line.raw, now, &mut |_, c| {
+                                sealed += c.lines as usize
+                            });
                         }
                     }
                 }

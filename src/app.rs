@@ -160,7 +160,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         sinks: sinks.clone(),
         route_names: table.routes().to_vec(),
         rule_labels: (0..table.rule_count())
-            .map(|i| (i.to_string(), table.routes()[table.rule_route(i) as usize].clone()))
+            .map(|i| {
+                (
+                    i.to_string(),
+                    table.routes()[table.rule_route(i) as usize].clone(),
+                )
+            })
             .collect(),
         debug,
     };
@@ -192,7 +197,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .into_iter()
             .map(|w| scope.spawn(move || w.shutdown(deadline)))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let totals = telemetry.totals();
     for (sink, report) in sinks.iter().zip(&reports) {

@@ -84,12 +84,13 @@ impl Budgets {
     pub fn new(config: &CardinalityConfig) -> Option<Budgets> {
         let any = config.max_series > 0
             || config.max_lines_per_second > 0
-            || config.limits.iter().any(|l| {
-                l.max_series.unwrap_or(0) > 0 || l.max_lines_per_second.unwrap_or(0) > 0
-            });
+            || config
+                .limits
+                .iter()
+                .any(|l| l.max_series.unwrap_or(0) > 0 || l.max_lines_per_second.unwrap_or(0) > 0);
         any.then(|| Budgets {
             config: config.clone(),
-            hasher: foldhash::quality::FixedState::with_seed(0x5eed_51u64),
+            hasher: foldhash::quality::FixedState::with_seed(0x005e_ed51_u64),
             measurements: HashMap::with_hasher(NoHash),
             untracked_lines: 0,
         })
@@ -110,12 +111,16 @@ impl Budgets {
                 return Ok(());
             }
             let name = line.measurement;
-            let limit = self
-                .config
-                .limits
-                .iter()
-                .find(|l| crate::parse::unescaped_eq(name, crate::parse::Escape::Measurement, l.measurement.as_bytes()));
-            let max_series = limit.and_then(|l| l.max_series).unwrap_or(self.config.max_series);
+            let limit = self.config.limits.iter().find(|l| {
+                crate::parse::unescaped_eq(
+                    name,
+                    crate::parse::Escape::Measurement,
+                    l.measurement.as_bytes(),
+                )
+            });
+            let max_series = limit
+                .and_then(|l| l.max_series)
+                .unwrap_or(self.config.max_series);
             let max_lines_per_second = limit
                 .and_then(|l| l.max_lines_per_second)
                 .unwrap_or(self.config.max_lines_per_second);
@@ -155,7 +160,11 @@ impl Budgets {
         m.lines_total += 1;
         let second = now_ns / 1_000_000_000;
         if second != m.second {
-            m.lines_last_second = if second == m.second + 1 { m.lines_this_second } else { 0 };
+            m.lines_last_second = if second == m.second + 1 {
+                m.lines_this_second
+            } else {
+                0
+            };
             m.lines_this_second = 0;
             m.second = second;
         }
@@ -169,9 +178,9 @@ impl Budgets {
                 m.window_start_ns = now_ns;
             }
             if !m.current.contains(&series) {
-                if m.previous.remove(&series) {
-                    m.current.insert(series);
-                } else if ((m.current.len() + m.previous.len()) as u64) < m.max_series {
+                // A series from the previous window moves over; a new one needs room.
+                let known = m.previous.remove(&series);
+                if known || ((m.current.len() + m.previous.len()) as u64) < m.max_series {
                     m.current.insert(series);
                 } else {
                     m.rejected_series += 1;
@@ -231,10 +240,16 @@ mod tests {
         let t = 1_000_000_000_000;
         assert_eq!(admit(&mut b, "cpu,host=a v=1", t), Ok(()));
         assert_eq!(admit(&mut b, "cpu,host=b v=1", t), Ok(()));
-        assert_eq!(admit(&mut b, "cpu,host=c v=1", t), Err(LineDrop::Cardinality));
+        assert_eq!(
+            admit(&mut b, "cpu,host=c v=1", t),
+            Err(LineDrop::Cardinality)
+        );
         assert_eq!(admit(&mut b, "cpu,host=a v=2", t), Ok(()));
         // Tag order does not make a new series.
-        assert_eq!(admit(&mut b, "cpu,x=1,host=b v=1", t), Err(LineDrop::Cardinality));
+        assert_eq!(
+            admit(&mut b, "cpu,x=1,host=b v=1", t),
+            Err(LineDrop::Cardinality)
+        );
         assert_eq!(admit(&mut b, "cpu,host=b v=3", t), Ok(()));
         // Other measurements have their own budget.
         assert_eq!(admit(&mut b, "mem,host=c v=1", t), Ok(()));
@@ -255,7 +270,10 @@ mod tests {
         let mut b = Budgets::new(&config(1, 0)).unwrap();
         let minute = 60_000_000_000i64;
         assert_eq!(admit(&mut b, "cpu,host=a v=1", 0), Ok(()));
-        assert_eq!(admit(&mut b, "cpu,host=b v=1", minute), Err(LineDrop::Cardinality));
+        assert_eq!(
+            admit(&mut b, "cpu,host=b v=1", minute),
+            Err(LineDrop::Cardinality)
+        );
         // host=a went quiet for a whole window: after the next rotation there is room.
         assert_eq!(admit(&mut b, "cpu,host=b v=1", 2 * minute), Ok(()));
     }
@@ -270,7 +288,11 @@ mod tests {
         assert_eq!(admit(&mut b, "cpu v=1", t + 1), Err(LineDrop::RateLimited));
         assert_eq!(admit(&mut b, "mem v=1", t), Ok(()));
         assert_eq!(admit(&mut b, "cpu v=1", t + 1_000_000_000), Ok(()));
-        let cpu = b.snapshot().into_iter().find(|s| s.measurement == "cpu").unwrap();
+        let cpu = b
+            .snapshot()
+            .into_iter()
+            .find(|s| s.measurement == "cpu")
+            .unwrap();
         assert_eq!(cpu.lines_last_second, 3);
         assert_eq!(cpu.rejected_rate, 1);
     }

@@ -24,10 +24,16 @@ fn unescaped(token: &[u8], kind: Escape) -> String {
 }
 
 fn describe_line(line: &Line<'_>, object: &mut Map<String, Value>) {
-    object.insert("measurement".into(), unescaped(line.measurement, Escape::Measurement).into());
+    object.insert(
+        "measurement".into(),
+        unescaped(line.measurement, Escape::Measurement).into(),
+    );
     let mut tags = Map::new();
     for (k, v) in parse::tags(line.tags) {
-        tags.insert(unescaped(k, Escape::TagKey), unescaped(v, Escape::TagValue).into());
+        tags.insert(
+            unescaped(k, Escape::TagKey),
+            unescaped(v, Escape::TagValue).into(),
+        );
     }
     object.insert("tags".into(), Value::Object(tags));
     let mut fields = Map::new();
@@ -63,10 +69,7 @@ impl Explainer {
         match matched {
             Some(m) => {
                 object.insert("rule".into(), m.rule.map_or(Value::Null, |r| json!(r)));
-                object.insert(
-                    "route".into(),
-                    json!(self.table.routes()[m.route as usize]),
-                );
+                object.insert("route".into(), json!(self.table.routes()[m.route as usize]));
                 let sinks: Vec<&str> = self.subscriptions[m.route as usize]
                     .iter()
                     .map(|&i| self.config.sinks[i].name.as_str())
@@ -139,10 +142,11 @@ impl Explainer {
                     self.route_fields(matched, &mut object);
                     object.insert("sinks".into(), json!([]));
                     if let Some(dead) = &self.config.dead_letter.route {
-                        let wanted = self.config.dead_letter.reasons.is_empty()
-                            || self.config.dead_letter.reasons.iter().any(|r| {
-                                r == reason.label() || r == reason.drop_class().as_str()
-                            });
+                        let wanted =
+                            self.config.dead_letter.reasons.is_empty()
+                                || self.config.dead_letter.reasons.iter().any(|r| {
+                                    r == reason.label() || r == reason.drop_class().as_str()
+                                });
                         if wanted {
                             object.insert("dead_letter_route".into(), json!(dead));
                         }

@@ -154,8 +154,17 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
     println!();
     println!(
         "listen: udp={:?} shards={} io_uring={:?} read_buffer_size={}; admin: {}",
-        config.listen.udp.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        if config.listen.shards == 0 { "auto".to_string() } else { config.listen.shards.to_string() },
+        config
+            .listen
+            .udp
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>(),
+        if config.listen.shards == 0 {
+            "auto".to_string()
+        } else {
+            config.listen.shards.to_string()
+        },
         config.listen.io_uring,
         config.listen.read_buffer_size,
         config.admin_listen

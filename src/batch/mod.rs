@@ -121,7 +121,11 @@ impl Batcher {
 mod tests {
     use super::*;
 
-    fn collect(b: &mut Batcher, lines: &[(&str, RouteId)], now: Instant) -> Vec<(RouteId, String, u32)> {
+    fn collect(
+        b: &mut Batcher,
+        lines: &[(&str, RouteId)],
+        now: Instant,
+    ) -> Vec<(RouteId, String, u32)> {
         let mut out = Vec::new();
         for (line, route) in lines {
             b.append(*route, line.as_bytes(), now, &mut |r, c| {
@@ -135,7 +139,11 @@ mod tests {
     fn seals_at_size_without_splitting_lines() {
         let now = Instant::now();
         let mut b = Batcher::new(1, 20, Duration::from_secs(1));
-        let out = collect(&mut b, &[("aaaaaaa", 0), ("bbbbbbb", 0), ("ccccccc", 0)], now);
+        let out = collect(
+            &mut b,
+            &[("aaaaaaa", 0), ("bbbbbbb", 0), ("ccccccc", 0)],
+            now,
+        );
         // 8 + 8 = 16; the third line would make 24 > 20, so the first two seal.
         assert_eq!(out, vec![(0, "aaaaaaa\nbbbbbbb\n".to_string(), 2)]);
         let mut rest = Vec::new();
@@ -148,7 +156,11 @@ mod tests {
     fn a_line_longer_than_the_limit_goes_alone() {
         let now = Instant::now();
         let mut b = Batcher::new(1, 10, Duration::from_secs(1));
-        let out = collect(&mut b, &[("ab", 0), ("0123456789abcdef", 0), ("cd", 0)], now);
+        let out = collect(
+            &mut b,
+            &[("ab", 0), ("0123456789abcdef", 0), ("cd", 0)],
+            now,
+        );
         assert_eq!(
             out,
             vec![
@@ -179,7 +191,10 @@ mod tests {
         let mut out = Vec::new();
         b.seal_expired(t0 + Duration::from_millis(100), &mut |r, _| out.push(r));
         assert_eq!(out, vec![0]);
-        assert_eq!(b.next_expiry(t0 + Duration::from_millis(100)), Some(Duration::from_millis(50)));
+        assert_eq!(
+            b.next_expiry(t0 + Duration::from_millis(100)),
+            Some(Duration::from_millis(50))
+        );
         b.seal_expired(t0 + Duration::from_millis(150), &mut |r, _| out.push(r));
         assert_eq!(out, vec![0, 1]);
         assert_eq!(b.next_expiry(t0), None);

@@ -37,7 +37,10 @@ fn check(precision: Precision, stamp: bool, text: &str) -> (String, String) {
 #[test]
 fn nanoseconds_pass_through_unchanged() {
     let line = format!("cpu value=1 {NOW}");
-    assert_eq!(check(Precision::Nanoseconds, false, &line), ("accept".into(), line));
+    assert_eq!(
+        check(Precision::Nanoseconds, false, &line),
+        ("accept".into(), line)
+    );
 }
 
 #[test]
@@ -45,10 +48,16 @@ fn seconds_as_nanoseconds_are_out_of_range_but_auto_fixes_them() {
     // Conformance N.1 case 69.
     let secs = NOW / 1_000_000_000;
     let line = format!("cpu value=1 {secs}");
-    assert_eq!(check(Precision::Nanoseconds, false, &line).0, "time_out_of_range");
+    assert_eq!(
+        check(Precision::Nanoseconds, false, &line).0,
+        "time_out_of_range"
+    );
     assert_eq!(
         check(Precision::Auto, false, &line),
-        ("accept".into(), format!("cpu value=1 {}", secs * 1_000_000_000))
+        (
+            "accept".into(),
+            format!("cpu value=1 {}", secs * 1_000_000_000)
+        )
     );
 }
 
@@ -96,7 +105,12 @@ fn stamp_missing_appends_receive_time() {
 fn far_future_is_rejected() {
     // Conformance N.1 case 70.
     assert_eq!(
-        check(Precision::Nanoseconds, false, "cpu value=1 2524608000000000000").0,
+        check(
+            Precision::Nanoseconds,
+            false,
+            "cpu value=1 2524608000000000000"
+        )
+        .0,
         "time_out_of_range"
     );
 }
@@ -105,7 +119,10 @@ fn far_future_is_rejected() {
 fn too_long_and_parse_reasons() {
     let long = format!("cpu,host={} v=1", "x".repeat(200));
     assert_eq!(check(Precision::Nanoseconds, false, &long).0, "too_long");
-    assert_eq!(check(Precision::Nanoseconds, false, "cpu value=").0, "bad_field");
+    assert_eq!(
+        check(Precision::Nanoseconds, false, "cpu value=").0,
+        "bad_field"
+    );
 }
 
 #[test]
@@ -113,7 +130,10 @@ fn infer_unit_thresholds() {
     assert_eq!(infer_unit(1_700_000_000), Precision::Seconds);
     assert_eq!(infer_unit(1_700_000_000_000), Precision::Milliseconds);
     assert_eq!(infer_unit(1_700_000_000_000_000), Precision::Microseconds);
-    assert_eq!(infer_unit(1_700_000_000_000_000_000), Precision::Nanoseconds);
+    assert_eq!(
+        infer_unit(1_700_000_000_000_000_000),
+        Precision::Nanoseconds
+    );
     assert_eq!(infer_unit(-5), Precision::Nanoseconds);
 }
 
@@ -151,11 +171,18 @@ fn no_sink_and_budget_order() {
     let table = RouteTable::compile(&config.rules, &config.junkyard).unwrap();
     let budgets = Budgets::new(&config.cardinality);
     // cpu has a sink; the junkyard has none.
-    let mut checker = Checker::new(&table, sanity(Precision::Nanoseconds, false), budgets, vec![true, false], NOW);
-    let mut verdict = |text: &'static str| match checker.judge(parse::lines(text.as_bytes()).next().unwrap()) {
-        Verdict::Accept { .. } => "accept".to_string(),
-        Verdict::Reject { reason, .. } => reason.label().to_string(),
-    };
+    let mut checker = Checker::new(
+        &table,
+        sanity(Precision::Nanoseconds, false),
+        budgets,
+        vec![true, false],
+        NOW,
+    );
+    let mut verdict =
+        |text: &'static str| match checker.judge(parse::lines(text.as_bytes()).next().unwrap()) {
+            Verdict::Accept { .. } => "accept".to_string(),
+            Verdict::Reject { reason, .. } => reason.label().to_string(),
+        };
     assert_eq!(verdict("cpu,host=a v=1"), "accept");
     assert_eq!(verdict("cpu,host=b v=1"), "cardinality");
     assert_eq!(verdict("mem v=1"), "no_sink");

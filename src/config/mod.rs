@@ -316,10 +316,7 @@ impl Validator<'_> {
                 )?,
             )?,
         };
-        let admin_listen = raw
-            .admin
-            .listen
-            .unwrap_or_else(|| "127.0.0.1:9331".into());
+        let admin_listen = raw.admin.listen.unwrap_or_else(|| "127.0.0.1:9331".into());
         let admin_listen: SocketAddr = admin_listen.parse().map_err(|_| {
             self.err(
                 "admin.listen",
@@ -385,10 +382,12 @@ impl Validator<'_> {
         )?;
         let mut limits = Vec::with_capacity(raw.limits.len());
         for (i, limit) in raw.limits.into_iter().enumerate() {
-            let measurement = limit
-                .measurement
-                .filter(|m| !m.is_empty())
-                .ok_or_else(|| self.err(format!("cardinality.limit[{i}].measurement"), "is missing or empty"))?;
+            let measurement = limit.measurement.filter(|m| !m.is_empty()).ok_or_else(|| {
+                self.err(
+                    format!("cardinality.limit[{i}].measurement"),
+                    "is missing or empty",
+                )
+            })?;
             limits.push(MeasurementLimit {
                 measurement,
                 max_series: limit.max_series,
@@ -573,7 +572,10 @@ impl Validator<'_> {
             }
             "basic" | "regex" | "negregex" => {
                 if raw.tags.is_some() {
-                    return Err(self.err(key("tags"), format!("a {kind} rule takes `match`, not `tags`")));
+                    return Err(self.err(
+                        key("tags"),
+                        format!("a {kind} rule takes `match`, not `tags`"),
+                    ));
                 }
                 let pattern = raw
                     .pattern
@@ -611,7 +613,9 @@ impl Validator<'_> {
         route_names: &BTreeSet<String>,
     ) -> Result<SinkConfig, Error> {
         let key = |k: &str| format!("sink[{i}].{k}");
-        let name = raw.name.ok_or_else(|| self.err(key("name"), "is missing"))?;
+        let name = raw
+            .name
+            .ok_or_else(|| self.err(key("name"), "is missing"))?;
         if name.is_empty()
             || !name
                 .chars()
@@ -675,7 +679,11 @@ impl Validator<'_> {
             )? as usize,
             batch_max_age: self.positive(
                 &key("batch_max_age"),
-                self.duration(&key("batch_max_age"), raw.batch_max_age, Duration::from_secs(1))?,
+                self.duration(
+                    &key("batch_max_age"),
+                    raw.batch_max_age,
+                    Duration::from_secs(1),
+                )?,
             )?,
             queue_max_batches: self.range(
                 &key("queue_max_batches"),
@@ -683,8 +691,12 @@ impl Validator<'_> {
                 1,
                 1 << 20,
             )? as usize,
-            connections: self.range(&key("connections"), raw.connections.unwrap_or(2) as u64, 1, 256)?
-                as usize,
+            connections: self.range(
+                &key("connections"),
+                raw.connections.unwrap_or(2) as u64,
+                1,
+                256,
+            )? as usize,
             timeout: self.positive(
                 &key("timeout"),
                 self.duration(&key("timeout"), raw.timeout, Duration::from_secs(10))?,
@@ -756,7 +768,10 @@ mod tests {
         assert_eq!(c.rules[0].route, "cpu-out");
         assert_eq!(
             c.rules[1].kind,
-            RuleKind::Tags(vec![("dc".into(), "nyc".into()), ("host".into(), "db01".into())])
+            RuleKind::Tags(vec![
+                ("dc".into(), "nyc".into()),
+                ("host".into(), "db01".into())
+            ])
         );
         assert_eq!(c.route_names(), vec!["cpu-out", "nyc", "notmem", "junk"]);
     }
@@ -768,15 +783,30 @@ mod tests {
         assert!(err("[listen]\nio_uring = \"maybe\"").contains("listen.io_uring"));
         assert!(err("[sanity]\nmax_time_delta = \"0s\"").contains("greater than zero"));
         assert!(err("[sanity]\nmax_time_delta = \"10\"").contains("missing unit"));
-        assert!(err("[[rule]]\ntype = \"regex\"\nmatch = \"(\"\nroute = \"r\"").contains("bad regex"));
-        assert!(err("[[rule]]\ntype = \"glob\"\nmatch = \"x\"\nroute = \"r\"").contains("rule[0].type"));
-        assert!(err("[[rule]]\ntype = \"tags\"\ntags = [[\"a\"]]\nroute = \"r\"").contains("rule[0].tags[0]"));
+        assert!(
+            err("[[rule]]\ntype = \"regex\"\nmatch = \"(\"\nroute = \"r\"").contains("bad regex")
+        );
+        assert!(
+            err("[[rule]]\ntype = \"glob\"\nmatch = \"x\"\nroute = \"r\"").contains("rule[0].type")
+        );
+        assert!(
+            err("[[rule]]\ntype = \"tags\"\ntags = [[\"a\"]]\nroute = \"r\"")
+                .contains("rule[0].tags[0]")
+        );
         assert!(err("[[rule]]\ntype = \"basic\"\nmatch = \"x\"").contains("rule[0].route"));
         assert!(err("[[sink]]\nname = \"a\"\nurl = \"https://x/\"").contains("only http://"));
-        assert!(err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\nroutes = [\"nope\"]").contains("produced by no rule"));
-        assert!(err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\nbatch_max_size = \"1ZB\"").contains("sink[0].batch_max_size"));
+        assert!(
+            err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\nroutes = [\"nope\"]")
+                .contains("produced by no rule")
+        );
+        assert!(
+            err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\nbatch_max_size = \"1ZB\"")
+                .contains("sink[0].batch_max_size")
+        );
         assert!(err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\n[[sink]]\nname = \"a\"\nurl = \"http://y/\"").contains("used by another sink"));
-        assert!(err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\ngzip = 12").contains("sink[0].gzip"));
+        assert!(
+            err("[[sink]]\nname = \"a\"\nurl = \"http://x/\"\ngzip = 12").contains("sink[0].gzip")
+        );
     }
 
     #[test]

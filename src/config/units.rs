@@ -12,7 +12,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     if number.is_empty() {
-        return Err(format!("{text:?} is not a size (expected e.g. \"64KB\" or \"2MB\")"));
+        return Err(format!(
+            "{text:?} is not a size (expected e.g. \"64KB\" or \"2MB\")"
+        ));
     }
     let value: f64 = number
         .parse()

@@ -34,7 +34,10 @@ enum Compiled {
     Basic,
     Tags(Vec<(Vec<u8>, Vec<u8>)>),
     /// Pattern id in the regex set, negated or not.
-    Regex { pattern: usize, negated: bool },
+    Regex {
+        pattern: usize,
+        negated: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -198,7 +201,11 @@ impl RouteTable {
                 line.measurement
             } else {
                 scratch.unescaped.clear();
-                parse::unescape_into(line.measurement, Escape::Measurement, &mut scratch.unescaped);
+                parse::unescape_into(
+                    line.measurement,
+                    Escape::Measurement,
+                    &mut scratch.unescaped,
+                );
                 &scratch.unescaped
             };
             if let Some(&index) = self.basic.get(name) {
@@ -247,9 +254,7 @@ impl RouteTable {
             &scratch.unescaped
         };
         scratch.patterns.clear();
-        let cache = scratch
-            .cache
-            .get_or_insert_with(|| regex.create_cache());
+        let cache = scratch.cache.get_or_insert_with(|| regex.create_cache());
         regex.which_overlapping_matches_with(cache, &Input::new(haystack), &mut scratch.patterns);
         for &index in &self.regex_rules {
             if index >= best {
@@ -275,7 +280,8 @@ fn tags_match(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> bool {
     }
     pairs.iter().all(|(key, value)| {
         parse::tags(tag_section).any(|(k, v)| {
-            parse::unescaped_eq(k, Escape::TagKey, key) && parse::unescaped_eq(v, Escape::TagValue, value)
+            parse::unescaped_eq(k, Escape::TagKey, key)
+                && parse::unescaped_eq(v, Escape::TagValue, value)
         })
     })
 }

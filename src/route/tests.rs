@@ -77,7 +77,10 @@ fn tags_rule_needs_every_pair_any_order_duplicates_allowed() {
 #[test]
 fn tags_compare_unescaped() {
     let t = RouteTable::compile(
-        &[rule(RuleKind::Tags(vec![("a b".into(), "c,d".into())]), "t")],
+        &[rule(
+            RuleKind::Tags(vec![("a b".into(), "c,d".into())]),
+            "t",
+        )],
         "junk",
     )
     .unwrap();
@@ -129,7 +132,11 @@ fn no_rules_everything_to_junkyard() {
 
 #[test]
 fn routes_are_shared_by_rules() {
-    let t = RouteTable::compile(&[basic("a", "x"), basic("b", "x"), basic("c", "junk")], "junk").unwrap();
+    let t = RouteTable::compile(
+        &[basic("a", "x"), basic("b", "x"), basic("c", "junk")],
+        "junk",
+    )
+    .unwrap();
     assert_eq!(t.routes(), &["x".to_string(), "junk".to_string()]);
     assert_eq!(t.junkyard(), 1);
     assert_eq!(check(&t, "c v=1"), ("junk".into(), Some(2)));

@@ -34,20 +34,11 @@ pub struct DebugSnapshot {
 }
 
 /// The shard-local part: collects samples without locking.
+#[derive(Default)]
 pub struct Sampler {
     last: BTreeMap<&'static str, Instant>,
     rejects: BTreeMap<&'static str, VecDeque<RejectSample>>,
     dirty: bool,
-}
-
-impl Default for Sampler {
-    fn default() -> Self {
-        Sampler {
-            last: BTreeMap::new(),
-            rejects: BTreeMap::new(),
-            dirty: false,
-        }
-    }
 }
 
 impl Sampler {

@@ -59,10 +59,11 @@ pub struct Opened {
     pub effective_rcvbuf: usize,
 }
 
+/// Yields a shard's open result once.
+pub type OpenedReceiver = mpsc::Receiver<Result<Opened, crate::rx::Error>>;
+
 /// Start a shard thread. The returned channel yields the open result.
-pub fn spawn(
-    spec: ShardSpec,
-) -> std::io::Result<(JoinHandle<()>, mpsc::Receiver<Result<Opened, crate::rx::Error>>)> {
+pub fn spawn(spec: ShardSpec) -> std::io::Result<(JoinHandle<()>, OpenedReceiver)> {
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::Builder::new()
         .name(format!("shard-{}", spec.index))
@@ -73,7 +74,11 @@ pub fn spawn(
 fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) {
     if let Some(core) = spec.core {
         if !cpu::pin_current(core) {
-            tracing::warn!(shard = spec.index, core = core.id, "could not pin shard to its CPU; running unpinned");
+            tracing::warn!(
+                shard = spec.index,
+                core = core.id,
+                "could not pin shard to its CPU; running unpinned"
+            );
         }
     }
     let mut receiver = match Receiver::open(&spec.rx) {
@@ -98,13 +103,16 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
     }));
 
     let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();
-    let dead_letter = spec.dead_letter.as_ref().map(|(route, reasons)| DeadLetter {
-        route: *route,
-        reasons: check::Reason::LABELS
-            .iter()
-            .map(|label| reasons.is_empty() || reasons.iter().any(|r| r == label))
-            .collect(),
-    });
+    let dead_letter = spec
+        .dead_letter
+        .as_ref()
+        .map(|(route, reasons)| DeadLetter {
+            route: *route,
+            reasons: check::Reason::LABELS
+                .iter()
+                .map(|label| reasons.is_empty() || reasons.iter().any(|r| r == label))
+                .collect(),
+        });
     let mut pipeline = Pipeline {
         checker: Checker::new(
             &spec.table,
@@ -113,7 +121,11 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             route_has_sinks,
             wall_clock_ns(),
         ),
-        batcher: Batcher::new(spec.table.routes().len(), spec.chunk.max_size, spec.chunk.max_age),
+        batcher: Batcher::new(
+            spec.table.routes().len(),
+            spec.chunk.max_size,
+            spec.chunk.max_age,
+        ),
         local: LocalCounters::new(spec.layout),
         route_sinks: &spec.route_sinks,
         sinks: &spec.sinks,
@@ -194,10 +206,12 @@ impl Pipeline<'_> {
                     } else {
                         line.raw
                     };
-                    let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
-                    self.batcher.append(matched.route, bytes, now, &mut |route, chunk| {
-                        dispatch(local, sinks, route_sinks, route, chunk)
-                    });
+                    let (local, sinks, route_sinks) =
+                        (&mut self.local, self.sinks, self.route_sinks);
+                    self.batcher
+                        .append(matched.route, bytes, now, &mut |route, chunk| {
+                            dispatch(local, sinks, route_sinks, route, chunk)
+                        });
                 }
                 Verdict::Reject { raw, reason, .. } => self.reject(raw, reason, now),
             }
@@ -213,7 +227,9 @@ impl Pipeline<'_> {
         }
         let now_ns = self.checker.now_ns();
         self.sampler.offer(reason.label(), raw, now, now_ns);
-        let Some(dead) = &self.dead_letter else { return };
+        let Some(dead) = &self.dead_letter else {
+            return;
+        };
         let wanted = Reason::LABELS
             .iter()
             .position(|l| *l == reason.label())
@@ -229,9 +245,10 @@ impl Pipeline<'_> {
         check::dead_letter(raw, reason, now_ns, &mut self.rewrite);
         self.local.dead_lettered();
         let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
-        self.batcher.append(route, &self.rewrite, now, &mut |route, chunk| {
-            dispatch(local, sinks, route_sinks, route, chunk)
-        });
+        self.batcher
+            .append(route, &self.rewrite, now, &mut |route, chunk| {
+                dispatch(local, sinks, route_sinks, route, chunk)
+            });
     }
 
     fn seal_expired(&mut self, now: Instant) {
@@ -244,7 +261,8 @@ impl Pipeline<'_> {
     /// Shutdown: seal everything and offer it, waiting (bounded) for room.
     fn finish(&mut self, deadline: Instant) {
         let mut sealed: Vec<(RouteId, Chunk)> = Vec::new();
-        self.batcher.seal_all(&mut |route, chunk| sealed.push((route, chunk)));
+        self.batcher
+            .seal_all(&mut |route, chunk| sealed.push((route, chunk)));
         for (route, chunk) in sealed {
             for &sink in &self.route_sinks[route as usize] {
                 let mut pending = chunk.clone();

@@ -29,7 +29,9 @@ pub struct Telemetry {
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telemetry").field("shards", &self.shards.len()).finish()
+        f.debug_struct("Telemetry")
+            .field("shards", &self.shards.len())
+            .finish()
     }
 }
 
@@ -40,7 +42,11 @@ impl Telemetry {
 
     /// Every shard has opened its receiver and is polling.
     pub fn ready(&self) -> bool {
-        !self.shards.is_empty() && self.shards.iter().all(|s| s.receiving.load(Ordering::Acquire))
+        !self.shards.is_empty()
+            && self
+                .shards
+                .iter()
+                .all(|s| s.receiving.load(Ordering::Acquire))
     }
 
     /// `/debug/cardinality`: measurements summed over shards, top by series
@@ -70,7 +76,11 @@ impl Telemetry {
         }
         let all: Vec<_> = merged.into_values().collect();
         let mut by_series = all.clone();
-        by_series.sort_by(|a, b| b.series.cmp(&a.series).then(a.measurement.cmp(&b.measurement)));
+        by_series.sort_by(|a, b| {
+            b.series
+                .cmp(&a.series)
+                .then(a.measurement.cmp(&b.measurement))
+        });
         by_series.truncate(top);
         let mut by_rate = all;
         by_rate.sort_by(|a, b| {
@@ -101,7 +111,10 @@ impl Telemetry {
         for shard in &self.debug {
             let snapshot = shard.snapshot.lock().unwrap_or_else(|e| e.into_inner());
             for (reason, samples) in &snapshot.rejects {
-                merged.entry(reason).or_default().extend(samples.iter().cloned());
+                merged
+                    .entry(reason)
+                    .or_default()
+                    .extend(samples.iter().cloned());
             }
         }
         for samples in merged.values_mut() {
@@ -159,9 +172,24 @@ impl Collector for Telemetry {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let t = self.totals();
         let e = &mut e;
-        counter(e, "sluice_received_datagrams", "Datagrams received.", t.datagrams)?;
-        counter(e, "sluice_received_bytes", "Payload bytes received.", t.bytes)?;
-        counter(e, "sluice_received_lines", "Lines received (blank lines and comments excluded).", t.lines)?;
+        counter(
+            e,
+            "sluice_received_datagrams",
+            "Datagrams received.",
+            t.datagrams,
+        )?;
+        counter(
+            e,
+            "sluice_received_bytes",
+            "Payload bytes received.",
+            t.bytes,
+        )?;
+        counter(
+            e,
+            "sluice_received_lines",
+            "Lines received (blank lines and comments excluded).",
+            t.lines,
+        )?;
         let drops: Vec<_> = LineDrop::ALL
             .iter()
             .zip(&t.dropped)
@@ -178,21 +206,36 @@ impl Collector for Telemetry {
             .zip(&t.parse_errors)
             .map(|(k, v)| (vec![("kind", k.as_str())], *v))
             .collect();
-        counter_family(e, "sluice_parse_errors", "Rejected lines by precise parse error.", &parse)?;
+        counter_family(
+            e,
+            "sluice_parse_errors",
+            "Rejected lines by precise parse error.",
+            &parse,
+        )?;
         let routed: Vec<_> = self
             .route_names
             .iter()
             .zip(&t.routed)
             .map(|(r, v)| (vec![("route", r.as_str())], *v))
             .collect();
-        counter_family(e, "sluice_routed_lines", "Lines appended to a route's chunks.", &routed)?;
+        counter_family(
+            e,
+            "sluice_routed_lines",
+            "Lines appended to a route's chunks.",
+            &routed,
+        )?;
         let rules: Vec<_> = self
             .rule_labels
             .iter()
             .zip(&t.rule_matches)
             .map(|((i, r), v)| (vec![("rule", i.as_str()), ("route", r.as_str())], *v))
             .collect();
-        counter_family(e, "sluice_rule_matches", "Lines matched by each rule (first match wins).", &rules)?;
+        counter_family(
+            e,
+            "sluice_rule_matches",
+            "Lines matched by each rule (first match wins).",
+            &rules,
+        )?;
         counter_family(
             e,
             "sluice_dropped_datagrams",
@@ -211,8 +254,18 @@ impl Collector for Telemetry {
             "Rejected lines also sent to the dead-letter route (they stay counted as dropped).",
             t.dead_lettered,
         )?;
-        counter(e, "sluice_rx_enobufs", "io_uring receives that found no free buffer.", t.enobufs)?;
-        counter(e, "sluice_rx_rearms", "io_uring multishot receives re-armed.", t.rearms)?;
+        counter(
+            e,
+            "sluice_rx_enobufs",
+            "io_uring receives that found no free buffer.",
+            t.enobufs,
+        )?;
+        counter(
+            e,
+            "sluice_rx_rearms",
+            "io_uring multishot receives re-armed.",
+            t.rearms,
+        )?;
         let (mut uring, mut mmsg) = (0i64, 0i64);
         for s in &self.shards {
             match s.path.load(Ordering::Relaxed) {
@@ -225,9 +278,17 @@ impl Collector for Telemetry {
             e,
             "sluice_rx_path_shards",
             "Shards receiving on each path.",
-            &[(vec![("path", "io_uring")], uring), (vec![("path", "recvmmsg")], mmsg)],
+            &[
+                (vec![("path", "io_uring")], uring),
+                (vec![("path", "recvmmsg")], mmsg),
+            ],
         )?;
-        gauge(e, "sluice_shards", "Receive shards.", self.shards.len() as i64)?;
+        gauge(
+            e,
+            "sluice_shards",
+            "Receive shards.",
+            self.shards.len() as i64,
+        )?;
 
         let names: Vec<&str> = self.sinks.iter().map(|s| s.name.as_str()).collect();
         let per_sink = |f: &dyn Fn(usize, &Sink) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
@@ -297,12 +358,22 @@ impl Collector for Telemetry {
             .enumerate()
             .map(|(i, s)| (vec![("sink", names[i])], s.queue_len() as i64))
             .collect();
-        gauge_family(e, "sluice_sink_queue_depth", "Chunks waiting in each sink's queue.", &depth)?;
+        gauge_family(
+            e,
+            "sluice_sink_queue_depth",
+            "Chunks waiting in each sink's queue.",
+            &depth,
+        )?;
         let in_flight: Vec<_> = self
             .sinks
             .iter()
             .enumerate()
-            .map(|(i, s)| (vec![("sink", names[i])], load(&s.stats.lines_in_flight) as i64))
+            .map(|(i, s)| {
+                (
+                    vec![("sink", names[i])],
+                    load(&s.stats.lines_in_flight) as i64,
+                )
+            })
             .collect();
         gauge_family(
             e,

@@ -238,8 +238,9 @@ mod tests {
             rules: 3,
             sinks: 2,
         };
-        let shards: Vec<Arc<ShardCounters>> =
-            (0..2).map(|_| Arc::new(ShardCounters::new(layout))).collect();
+        let shards: Vec<Arc<ShardCounters>> = (0..2)
+            .map(|_| Arc::new(ShardCounters::new(layout)))
+            .collect();
         for shard in &shards {
             let mut local = LocalCounters::new(layout);
             local.lines(10);

@@ -11,7 +11,8 @@ fn shutdown_delivers_everything_still_buffered() {
     let config = format!(
         "{}{}",
         base_config("auto").replace("max_age = \"20ms\"", "max_age = \"1h\""),
-        sink_config("s", &sink.url(), &["*"]).replace("batch_max_age = \"50ms\"", "batch_max_age = \"1h\"")
+        sink_config("s", &sink.url(), &["*"])
+            .replace("batch_max_age = \"50ms\"", "batch_max_age = \"1h\"")
     );
     let mut s = Sluice::start(&config);
     let lines = make_lines("cpu", 2000, "");
@@ -20,7 +21,11 @@ fn shutdown_delivers_everything_still_buffered() {
     assert!(wait_until(Duration::from_secs(10), || {
         s.metrics().get("sluice_received_lines_total") >= lines.len() as u64
     }));
-    assert_eq!(sink.line_count(), 0, "nothing should be delivered before shutdown");
+    assert_eq!(
+        sink.line_count(),
+        0,
+        "nothing should be delivered before shutdown"
+    );
     assert_eq!(s.terminate(), 0);
     assert_eq!(sorted(sink.lines()), sorted(lines));
 }
@@ -38,8 +43,16 @@ fn shutdown_with_a_hanging_sink_still_exits_in_time() {
     std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
     assert_eq!(s.terminate(), 0);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert!(s.stderr().contains("not delivered"), "stderr: {}", s.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.stderr().contains("not delivered"),
+        "stderr: {}",
+        s.stderr()
+    );
 }
 
 #[test]
@@ -64,7 +77,9 @@ fn admin_endpoints() {
     // With no sink, lines are dropped with reason no_sink, still counted.
     send_lines(s.udp[0], &make_lines("cpu", 10, ""), 1400);
     assert!(wait_until(Duration::from_secs(5), || {
-        s.metrics().get("sluice_dropped_lines_total{reason=\"no_sink\"}") == 10
+        s.metrics()
+            .get("sluice_dropped_lines_total{reason=\"no_sink\"}")
+            == 10
     }));
 }
 
@@ -74,14 +89,22 @@ fn bad_config_refuses_to_start_and_names_the_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[listen]\nshards = 2\nio_uring = \"sometimes\"\n").unwrap();
-    let out = Command::new(sluice_bin()).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listen.io_uring"), "{stderr}");
     assert!(stderr.contains("bad.toml"), "{stderr}");
 
     std::fs::write(&path, "[sink]\nname = 1\n").unwrap();
-    let out = Command::new(sluice_bin()).arg("check").arg(&path).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 }
 
@@ -95,22 +118,40 @@ fn check_prints_the_rule_table() {
         "[[rule]]\ntype = \"basic\"\nmatch = \"cpu\"\nroute = \"cpu\"\n[[sink]]\nname = \"a\"\nurl = \"http://127.0.0.1:8086/write?db=x\"\nroutes = [\"cpu\"]\n",
     )
     .unwrap();
-    let out = Command::new(sluice_bin()).arg("check").arg(&path).output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("[0] basic    measurement == \"cpu\"  -> route \"cpu\""), "{stdout}");
+    assert!(
+        stdout.contains("[0] basic    measurement == \"cpu\"  -> route \"cpu\""),
+        "{stdout}"
+    );
     assert!(stdout.contains("\"junk\" -> (no sink"), "{stdout}");
 }
 
 #[test]
 fn print_default_config_is_the_embedded_default_and_checks() {
-    let out = Command::new(sluice_bin()).arg("print-default-config").output().unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("print-default-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("udp = [\"0.0.0.0:8089\"]"));
     assert!(text.contains("http://127.0.0.1:8086/write?db=telegraf"));
     let path = std::env::temp_dir().join(format!("sluice-default-{}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(sluice_bin()).arg("check").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(sluice_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

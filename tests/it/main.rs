@@ -2,5 +2,5 @@
 //! real HTTP sinks out.
 mod support;
 
-mod pipeline;
 mod lifecycle;
+mod pipeline;

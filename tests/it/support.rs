@@ -40,16 +40,24 @@ impl HttpSink {
         let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         {
-            let (bodies, paths, requests, stop) =
-                (bodies.clone(), paths.clone(), requests.clone(), stop.clone());
+            let (bodies, paths, requests, stop) = (
+                bodies.clone(),
+                paths.clone(),
+                requests.clone(),
+                stop.clone(),
+            );
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let (bodies, paths, requests, stop) =
-                        (bodies.clone(), paths.clone(), requests.clone(), stop.clone());
+                    let (bodies, paths, requests, stop) = (
+                        bodies.clone(),
+                        paths.clone(),
+                        requests.clone(),
+                        stop.clone(),
+                    );
                     thread::spawn(move || {
                         serve(stream, behaviour, &bodies, &paths, &requests, &stop)
                     });
@@ -160,11 +168,15 @@ fn serve(
             }
         }
         let mut body = vec![0u8; length];
-        let _ = reader.get_mut().set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = reader
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_secs(5)));
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let _ = reader.get_mut().set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = reader
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)));
         requests.fetch_add(1, Ordering::Relaxed);
         match behaviour {
             Behaviour::Ok => {
@@ -179,7 +191,9 @@ fn serve(
             }
             Behaviour::Fail500 => {
                 if writer
-                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\noops\n")
+                    .write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 5\r\n\r\noops\n",
+                    )
                     .is_err()
                 {
                     return;
@@ -307,9 +321,7 @@ impl Sluice {
             let _ = reader.read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_default();
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
         if !line.starts_with("listening ") {
             let _ = child.kill();
             let _ = child.wait();
@@ -457,7 +469,7 @@ pub fn send_lines(target: SocketAddr, lines: &[String], payload: usize) {
             socket.send_to(&datagram, target).unwrap();
             datagram.clear();
             sent += 1;
-            if sent % 64 == 0 {
+            if sent.is_multiple_of(64) {
                 thread::sleep(Duration::from_millis(1));
             }
         }
@@ -501,7 +513,13 @@ pub fn now_ns() -> i64 {
 pub fn make_lines(m: &str, n: usize, extra_tags: &str) -> Vec<String> {
     let ts = now_ns();
     (0..n)
-        .map(|i| format!("{m},host=h{}{extra_tags} value={i}i,f=1.5 {}", i % 97, ts + i as i64))
+        .map(|i| {
+            format!(
+                "{m},host=h{}{extra_tags} value={i}i,f=1.5 {}",
+                i % 97,
+                ts + i as i64
+            )
+        })
         .collect()
 }
 
