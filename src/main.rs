@@ -102,7 +102,7 @@ fn explain(config: Config, lines: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(path: &PathBuf) -> anyhow::Result<()> {
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let table = sluice::app::compile_routes(&config)
         .with_context(|| format!("{}: cannot compile rules", path.display()))?;
