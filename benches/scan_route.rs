@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sluice::batch::Batcher;
-use sluice::config::{RuleConfig, RuleKind, SanityConfig};
+use sluice::budget::Budgets;
+use sluice::check::{Checker, Verdict};
+use sluice::config::{CardinalityConfig, RuleConfig, RuleKind, SanityConfig};
 use sluice::parse::{self, Item};
 use sluice::route::RouteTable;
 use sluice::sanity::TimeWindow;
@@ -111,6 +113,25 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Bytes(bytes as u64));
+    // The floor: what a non-validating relay does per line (influx-spout's
+    // filter: split on newlines, find the measurement end and the trailing
+    // timestamp). Strict validation and budgets are measured against this.
+    group.bench_function("plain_split", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for d in &datagrams {
+                for line in d.split(|&c| c == b'\n') {
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let name_end = memchr::memchr2(b',', b' ', line).unwrap_or(line.len());
+                    let ts_start = memchr::memrchr(b' ', line).unwrap_or(0);
+                    n += name_end + ts_start;
+                }
+            }
+            black_box(n)
+        })
+    });
     group.bench_function("scan", |b| {
         b.iter(|| {
             let mut n = 0usize;
@@ -141,6 +162,42 @@ fn bench(c: &mut Criterion) {
                 }
             }
             black_box(routes)
+        })
+    });
+    let every_route = vec![true; table.routes().len()];
+    group.bench_function("checker", |b| {
+        let mut checker = Checker::new(&table, sanity.clone(), None, every_route.clone(), NOW);
+        b.iter(|| {
+            let mut accepted = 0usize;
+            for d in &datagrams {
+                for item in parse::lines(d) {
+                    if let Verdict::Accept { .. } = checker.judge(item) {
+                        accepted += 1;
+                    }
+                }
+            }
+            black_box(accepted)
+        })
+    });
+    group.bench_function("checker_with_budgets", |b| {
+        let budgets = Budgets::new(&CardinalityConfig {
+            max_series: 100_000,
+            max_lines_per_second: 0,
+            window: Duration::from_secs(3600),
+            max_measurements: 10_000,
+            limits: vec![],
+        });
+        let mut checker = Checker::new(&table, sanity.clone(), budgets, every_route.clone(), NOW);
+        b.iter(|| {
+            let mut accepted = 0usize;
+            for d in &datagrams {
+                for item in parse::lines(d) {
+                    if let Verdict::Accept { .. } = checker.judge(item) {
+                        accepted += 1;
+                    }
+                }
+            }
+            black_box(accepted)
         })
     });
     group.bench_function("scan_check_route_append", |b| {
