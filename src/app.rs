@@ -140,6 +140,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             Err(_) => bail!("shard {index} died while opening its sockets"),
         };
         if index == 0 {
+            if let Some(why) = &opened.io_uring_error {
+                tracing::warn!(error = %why, "io_uring is unavailable; receiving with recvmmsg");
+            }
             addrs = opened.local_addrs.clone();
             if opened.effective_rcvbuf / 2 < config.listen.read_buffer_size {
                 tracing::warn!(

@@ -57,6 +57,8 @@ pub struct Opened {
     pub local_addrs: Vec<SocketAddr>,
     pub path: RxPath,
     pub effective_rcvbuf: usize,
+    /// Why io_uring was not used, when `auto` fell back to recvmmsg.
+    pub io_uring_error: Option<String>,
 }
 
 /// Yields a shard's open result once.
@@ -100,6 +102,7 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         local_addrs: receiver.local_addrs(),
         path,
         effective_rcvbuf: receiver.effective_rcvbuf(),
+        io_uring_error: receiver.io_uring_error().map(|e| e.to_string()),
     }));
 
     let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();
