@@ -5,14 +5,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod config;
-pub mod rx;
-pub mod parse;
-pub mod sanity;
-pub mod route;
-pub mod batch;
-pub mod sink;
-pub mod shard;
-pub mod telemetry;
 pub mod admin;
 pub mod app;
+pub mod batch;
+pub mod budget;
+pub mod check;
+pub mod config;
+pub mod explain;
+pub mod parse;
+pub mod route;
+pub mod rx;
+pub mod sanity;
+pub mod shard;
+pub mod sink;
+pub mod telemetry;

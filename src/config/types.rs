@@ -50,6 +50,10 @@ pub struct SanityConfig {
     pub max_time_future: Duration,
     /// Lines longer than this (without the newline) are dropped.
     pub max_line_length: usize,
+    /// Unit of incoming timestamps; anything but ns is rewritten to ns when forwarded.
+    pub precision: Precision,
+    /// Append the receive time to lines that have no timestamp.
+    pub stamp_missing: bool,
 }
 
 /// Receive side.
@@ -74,4 +78,46 @@ pub struct ChunkConfig {
     pub max_size: usize,
     /// A chunk is sealed at the latest this long after its first line.
     pub max_age: Duration,
+}
+
+/// The unit of timestamps as sent by the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    Nanoseconds,
+    Microseconds,
+    Milliseconds,
+    Seconds,
+    /// Infer from the magnitude of each timestamp (see `check::infer_unit`).
+    Auto,
+}
+
+/// Budgets that keep runaway series or line rates away from the backends.
+#[derive(Clone, Debug, Default)]
+pub struct CardinalityConfig {
+    /// Distinct series per measurement within `window`; 0 = unlimited.
+    pub max_series: u64,
+    /// Lines per second per measurement; 0 = unlimited.
+    pub max_lines_per_second: u64,
+    /// Series seen within this window count as existing.
+    pub window: std::time::Duration,
+    /// Measurements tracked per shard (memory bound); others are not budgeted.
+    pub max_measurements: usize,
+    /// Per-measurement overrides of the two budgets.
+    pub limits: Vec<MeasurementLimit>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MeasurementLimit {
+    pub measurement: String,
+    pub max_series: Option<u64>,
+    pub max_lines_per_second: Option<u64>,
+}
+
+/// Where rejected lines go, if anywhere besides their counter.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterConfig {
+    /// Route that receives rejected lines (as `sluice_reject` lines); `None` = counted only.
+    pub route: Option<String>,
+    /// Reasons sent there (metric labels, e.g. "parse_error", "cardinality"); empty = all.
+    pub reasons: Vec<String>,
 }

@@ -1,22 +1,66 @@
-//! Parse: split datagrams into lines and scan InfluxDB line protocol without
-//! allocating. Pure code: no I/O, no clock.
+//! Parse: split datagrams into lines and scan InfluxDB 1.x line protocol
+//! without allocating. Pure code: no I/O, no clock.
 //!
-//! (stub: being implemented)
+//! The scanner is strict: it validates the whole line (syntax, escapes,
+//! number ranges, booleans, UTF-8, key length) in one pass and returns
+//! borrowed, still-escaped slices. Consumers unescape only what they compare
+//! (`unescaped_eq`) or copy (`unescape_into`).
+//!
+//! Escaping follows InfluxDB 1.x `models` (conformance N.1, cases 15–33):
+//! - In the measurement and the tag section a byte is escaped when the byte
+//!   before it is a backslash (1.x `scanMeasurement`/`scanTagsKey`/`scanTagsValue`
+//!   test `buf[i-1] != '\\'`). So in `two\\ words` the space is escaped.
+//! - In the field section a backslash skips the next byte (1.x `scanFields`).
+//! - Unescaping drops a backslash only before a byte of the token's escape set
+//!   (`,` and space for measurements, plus `=` for keys and tag values); any
+//!   other backslash is kept (cases 18, 24–27).
+//! - String field values unescape only `\\` and `\"` (case 14: we follow 1.x,
+//!   not the v2 decoder).
+//!
+//! Architecture invariant: nothing in this module allocates except
+//! `unescape_into`/`unescape_str_into`, which append to a caller's buffer.
+
+mod escape;
+mod field;
+mod scan;
+#[cfg(test)]
+mod tests;
+
+pub use escape::{tags, unescape_into, unescaped_eq, Tags};
+pub use field::{fields, has_duplicate_field, unescape_str_into, FieldValue, Fields};
+pub use scan::{KEY_LEN_MAX, TIMESTAMP_MAX, TIMESTAMP_MIN};
 
 /// Why a line was rejected by the scanner. `as_str` gives the metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ParseError {
+    /// Empty measurement, a control byte in it, a leading TAB, or a comment
+    /// line with a stray CR.
     BadMeasurement,
+    /// Malformed tag: empty key or value, missing `=`, unescaped `=` in a
+    /// value, a control byte, or a trailing comma.
     BadTag,
+    /// The same tag key twice (case 48).
     DuplicateTag,
+    /// Malformed field: empty key or value, a key without `=` after the
+    /// first field, unknown value type, junk after a string.
     BadField,
+    /// No field section at all (the line ends in the series key, or the only
+    /// token after it has no `=`).
     NoFields,
+    /// A numeric value that does not follow the number grammar, or NaN/Inf.
     BadNumber,
+    /// An integer outside i64/u64, or a float that overflows f64.
     NumberOutOfRange,
+    /// A string value with no closing quote (even after joining the next
+    /// physical lines, see `Lines`).
     UnterminatedString,
+    /// A timestamp that is not `-?[0-9]+`, is outside
+    /// `[TIMESTAMP_MIN, TIMESTAMP_MAX]`, or is followed by more text.
     BadTimestamp,
+    /// The line is not valid UTF-8.
     InvalidUtf8,
+    /// Series key + field key longer than `KEY_LEN_MAX` (1.x `MaxKeyLength`).
     KeyTooLong,
 }
 
@@ -86,6 +130,31 @@ pub struct Line<'a> {
     pub timestamp_offset: usize,
 }
 
+impl<'a> Line<'a> {
+    /// The escaped series key as written: measurement plus tag section
+    /// (`cpu,host=a`), without leading spaces. Tags are not sorted.
+    pub fn series_key(&self) -> &'a [u8] {
+        let base = self.raw.as_ptr() as usize;
+        let start = self.measurement.as_ptr() as usize - base;
+        let end = if self.tags.is_empty() {
+            start + self.measurement.len()
+        } else {
+            self.tags.as_ptr() as usize - base + self.tags.len()
+        };
+        &self.raw[start..end]
+    }
+
+    /// Iterator over the escaped `(key, value)` tag pairs.
+    pub fn tag_pairs(&self) -> Tags<'a> {
+        tags(self.tags)
+    }
+
+    /// Iterator over the fields, decoded (off the hot path: `explain`).
+    pub fn field_values(&self) -> Fields<'a> {
+        fields(self.fields)
+    }
+}
+
 /// One item of a datagram: a valid line or a rejected one.
 #[derive(Clone, Copy, Debug)]
 pub enum Item<'a> {
@@ -93,39 +162,121 @@ pub enum Item<'a> {
     Reject { raw: &'a [u8], error: ParseError },
 }
 
+/// How many physical lines one point may span when a string field value
+/// contains raw newlines (case 13). Bounds the rescans an unterminated quote
+/// can cause, so a hostile datagram stays linear.
+pub const LINE_SPAN_MAX: usize = 16;
+
 /// Iterator over the lines of a datagram (blank lines and `#` comments skipped).
+///
+/// Each physical line is scanned on its own, so one bad line never affects
+/// its neighbours. The one exception is a string field value still open at
+/// the end of a line: the next lines (up to `LINE_SPAN_MAX` in all) are joined
+/// tentatively, and kept joined only if the joined text is a valid point.
+/// Otherwise only the first physical line is rejected.
 pub struct Lines<'a> {
-    _rest: &'a [u8],
+    rest: &'a [u8],
 }
 
 impl<'a> Iterator for Lines<'a> {
     type Item = Item<'a>;
     fn next(&mut self) -> Option<Item<'a>> {
-        unimplemented!()
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let rest = self.rest;
+            let newline = memchr::memchr(b'\n', rest);
+            let end = newline.unwrap_or(rest.len());
+            let line = strip_cr(&rest[..end]);
+            self.rest = rest.get(end + 1..).unwrap_or(&[]);
+            match line.first() {
+                None => continue,
+                Some(b' ' | b'\t' | b'#') => match classify(line) {
+                    Kind::Blank => continue,
+                    Kind::Comment => {
+                        // v2 rejects a CR inside a comment (case 42, telegraf#3631).
+                        if memchr::memchr(b'\r', line).is_some() {
+                            return Some(Item::Reject {
+                                raw: line,
+                                error: ParseError::BadMeasurement,
+                            });
+                        }
+                        continue;
+                    }
+                    Kind::Point => {}
+                },
+                Some(_) => {}
+            }
+            return Some(match scan_line(line) {
+                Ok(l) => Item::Line(l),
+                Err(ParseError::UnterminatedString) if newline.is_some() => {
+                    match join_lines(rest, end) {
+                        Some((l, next)) => {
+                            self.rest = next;
+                            Item::Line(l)
+                        }
+                        None => Item::Reject {
+                            raw: line,
+                            error: ParseError::UnterminatedString,
+                        },
+                    }
+                }
+                Err(error) => Item::Reject { raw: line, error },
+            });
+        }
+    }
+}
+
+enum Kind {
+    Blank,
+    Comment,
+    Point,
+}
+
+/// Classify a line that starts with a space, TAB or `#`.
+fn classify(line: &[u8]) -> Kind {
+    match line.iter().find(|&&b| b != b' ' && b != b'\t') {
+        None => Kind::Blank,
+        Some(b'#') => Kind::Comment,
+        // A leading TAB before a point is rejected by the scanner (case 38).
+        Some(_) => Kind::Point,
+    }
+}
+
+/// Try to extend a point whose string value is open at `rest[first_end]`
+/// (a `\n`) over the following lines. Returns the point and what follows it.
+#[cold]
+fn join_lines(rest: &[u8], first_end: usize) -> Option<(Line<'_>, &[u8])> {
+    let mut end = first_end;
+    for _ in 1..LINE_SPAN_MAX {
+        let from = end + 1;
+        if from >= rest.len() {
+            return None;
+        }
+        end = memchr::memchr(b'\n', &rest[from..]).map_or(rest.len(), |p| from + p);
+        match scan_line(strip_cr(&rest[..end])) {
+            Ok(l) => return Some((l, rest.get(end + 1..).unwrap_or(&[]))),
+            Err(ParseError::UnterminatedString) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    match line.split_last() {
+        Some((b'\r', head)) => head,
+        _ => line,
     }
 }
 
 /// Split a datagram into lines.
 pub fn lines(datagram: &[u8]) -> Lines<'_> {
-    Lines { _rest: datagram }
+    Lines { rest: datagram }
 }
 
 /// Scan one line (without its line ending).
-pub fn scan_line(_line: &[u8]) -> Result<Line<'_>, ParseError> {
-    unimplemented!()
-}
-
-/// Iterator over the `(key, value)` pairs of an escaped tag section, still escaped.
-pub fn tags(_tag_section: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    std::iter::empty()
-}
-
-/// Compare an escaped token with a plain (unescaped) byte string, without allocating.
-pub fn unescaped_eq(_escaped: &[u8], _kind: Escape, _plain: &[u8]) -> bool {
-    unimplemented!()
-}
-
-/// Append the unescaped form of `escaped` to `out`.
-pub fn unescape_into(_escaped: &[u8], _kind: Escape, _out: &mut Vec<u8>) {
-    unimplemented!()
+pub fn scan_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
+    scan::scan_line(line)
 }

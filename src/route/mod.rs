@@ -1,1 +1,305 @@
-//! (being written)
+//! Route: a precompiled rule table (influx-spout semantics) that maps a
+//! scanned line to a route. Pure code: no I/O, no clock.
+//!
+//! Rules are tried in file order and the first match wins. Instead of trying
+//! every rule per line, the table answers three cheap questions and takes the
+//! lowest matching rule index:
+//! - `basic`: one hash lookup of the unescaped measurement (exact bytes, not
+//!   influx-spout's FNV-1 hash, so no collisions);
+//! - `tags`: only the tags rules ordered before the best candidate so far;
+//! - `regex`/`negregex`: one pass of a single multi-pattern automaton, run
+//!   only when some regex rule is ordered before the best candidate.
+use std::collections::HashMap;
+
+use regex_automata::meta::{Cache, Regex};
+use regex_automata::{Input, PatternSet};
+
+use crate::config::{RuleConfig, RuleKind};
+use crate::parse::{self, Escape, Line};
+
+/// Index of a route in [`RouteTable::routes`].
+pub type RouteId = u16;
+
+/// Errors compiling a rule table.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("rule[{index}]: bad regex: {message}")]
+    BadRegex { index: usize, message: String },
+    #[error("too many routes (max {max})")]
+    TooManyRoutes { max: usize },
+}
+
+#[derive(Clone, Debug)]
+enum Compiled {
+    Basic,
+    Tags(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Pattern id in the regex set, negated or not.
+    Regex {
+        pattern: usize,
+        negated: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct CompiledRule {
+    kind: Compiled,
+    route: RouteId,
+}
+
+/// The result of a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// Index of the matching rule; `None` means the junkyard.
+    pub rule: Option<u32>,
+    pub route: RouteId,
+}
+
+/// Per-shard mutable state for lookups (reused; no allocation per line after warm-up).
+pub struct Scratch {
+    unescaped: Vec<u8>,
+    cache: Option<Cache>,
+    patterns: PatternSet,
+}
+
+/// The compiled, immutable rule table. Shared by all shards.
+pub struct RouteTable {
+    routes: Vec<String>,
+    junkyard: RouteId,
+    rules: Vec<CompiledRule>,
+    /// Unescaped measurement -> lowest index of a `basic` rule naming it.
+    basic: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    /// Indices of `tags` rules, ascending.
+    tags_rules: Vec<u32>,
+    /// Indices of regex/negregex rules, ascending.
+    regex_rules: Vec<u32>,
+    regex: Option<Regex>,
+}
+
+impl RouteTable {
+    /// Compile rules. `junkyard` is the route of lines no rule matches.
+    pub fn compile(rules: &[RuleConfig], junkyard: &str) -> Result<RouteTable, Error> {
+        Self::compile_with_extra(rules, junkyard, None)
+    }
+
+    /// Like `compile`, also giving an id to a route no rule produces (the
+    /// dead-letter route), after the junkyard.
+    pub fn compile_with_extra(
+        rules: &[RuleConfig],
+        junkyard: &str,
+        extra: Option<&str>,
+    ) -> Result<RouteTable, Error> {
+        let mut routes: Vec<String> = Vec::new();
+        let mut route_id = |name: &str| -> Result<RouteId, Error> {
+            if let Some(i) = routes.iter().position(|r| r == name) {
+                return Ok(i as RouteId);
+            }
+            if routes.len() >= RouteId::MAX as usize {
+                return Err(Error::TooManyRoutes {
+                    max: RouteId::MAX as usize,
+                });
+            }
+            routes.push(name.to_string());
+            Ok((routes.len() - 1) as RouteId)
+        };
+        let mut compiled = Vec::with_capacity(rules.len());
+        let mut basic = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let mut tags_rules = Vec::new();
+        let mut regex_rules = Vec::new();
+        let mut patterns: Vec<&str> = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let route = route_id(&rule.route)?;
+            let kind = match &rule.kind {
+                RuleKind::Basic(name) => {
+                    // First rule for a name wins; later duplicates can never match.
+                    basic
+                        .entry(name.as_bytes().to_vec().into_boxed_slice())
+                        .or_insert(index as u32);
+                    Compiled::Basic
+                }
+                RuleKind::Tags(pairs) => {
+                    tags_rules.push(index as u32);
+                    Compiled::Tags(
+                        pairs
+                            .iter()
+                            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                            .collect(),
+                    )
+                }
+                RuleKind::Regex(p) | RuleKind::NegRegex(p) => {
+                    regex_rules.push(index as u32);
+                    patterns.push(p);
+                    Compiled::Regex {
+                        pattern: patterns.len() - 1,
+                        negated: matches!(rule.kind, RuleKind::NegRegex(_)),
+                    }
+                }
+            };
+            compiled.push(CompiledRule { kind, route });
+        }
+        let junkyard = route_id(junkyard)?;
+        if let Some(extra) = extra {
+            route_id(extra)?;
+        }
+        let regex = if patterns.is_empty() {
+            None
+        } else {
+            Some(Regex::new_many(&patterns).map_err(|e| {
+                let index = e
+                    .pattern()
+                    .and_then(|p| regex_rules.get(p.as_usize()).copied())
+                    .unwrap_or(0) as usize;
+                Error::BadRegex {
+                    index,
+                    message: e.to_string(),
+                }
+            })?)
+        };
+        Ok(RouteTable {
+            routes,
+            junkyard,
+            rules: compiled,
+            basic,
+            tags_rules,
+            regex_rules,
+            regex,
+        })
+    }
+
+    /// Route names, indexed by [`RouteId`].
+    pub fn routes(&self) -> &[String] {
+        &self.routes
+    }
+
+    pub fn junkyard(&self) -> RouteId {
+        self.junkyard
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Route of rule `index`.
+    pub fn rule_route(&self, index: usize) -> RouteId {
+        self.rules[index].route
+    }
+
+    /// A scratch space for [`RouteTable::lookup`]; one per shard.
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            unescaped: Vec::with_capacity(256),
+            cache: self.regex.as_ref().map(|r| r.create_cache()),
+            patterns: PatternSet::new(self.regex.as_ref().map_or(0, |r| r.pattern_len())),
+        }
+    }
+
+    /// First matching rule for a scanned line, or the junkyard.
+    #[inline]
+    pub fn lookup(&self, line: &Line<'_>, scratch: &mut Scratch) -> Match {
+        let mut best = u32::MAX;
+        if !self.basic.is_empty() {
+            let name: &[u8] = if memchr::memchr(b'\\', line.measurement).is_none() {
+                line.measurement
+            } else {
+                scratch.unescaped.clear();
+                parse::unescape_into(
+                    line.measurement,
+                    Escape::Measurement,
+                    &mut scratch.unescaped,
+                );
+                &scratch.unescaped
+            };
+            if let Some(&index) = self.basic.get(name) {
+                best = index;
+            }
+        }
+        for &index in &self.tags_rules {
+            if index >= best {
+                break;
+            }
+            if let Compiled::Tags(pairs) = &self.rules[index as usize].kind {
+                if tags_match(line.tags, pairs) {
+                    best = index;
+                    break;
+                }
+            }
+        }
+        if let (Some(regex), Some(&first)) = (&self.regex, self.regex_rules.first()) {
+            if first < best {
+                best = self.regex_lookup(regex, line.raw, best, scratch);
+            }
+        }
+        if best == u32::MAX {
+            Match {
+                rule: None,
+                route: self.junkyard,
+            }
+        } else {
+            Match {
+                rule: Some(best),
+                route: self.rules[best as usize].route,
+            }
+        }
+    }
+
+    /// Lowest regex/negregex rule index below `best` that matches, else `best`.
+    /// Regexes see the line without its newline and with influx-spout's
+    /// unescaping (a backslash before `,`, `"`, space or `=` removed), so a
+    /// pattern `hell o` matches `hell\ o`; `^` and `$` anchor at the line's ends.
+    fn regex_lookup(&self, regex: &Regex, raw: &[u8], best: u32, scratch: &mut Scratch) -> u32 {
+        let haystack: &[u8] = if memchr::memchr(b'\\', raw).is_none() {
+            raw
+        } else {
+            scratch.unescaped.clear();
+            spout_unescape_into(raw, &mut scratch.unescaped);
+            &scratch.unescaped
+        };
+        scratch.patterns.clear();
+        let cache = scratch.cache.get_or_insert_with(|| regex.create_cache());
+        regex.which_overlapping_matches_with(cache, &Input::new(haystack), &mut scratch.patterns);
+        for &index in &self.regex_rules {
+            if index >= best {
+                break;
+            }
+            if let Compiled::Regex { pattern, negated } = self.rules[index as usize].kind {
+                let hit = scratch
+                    .patterns
+                    .contains(regex_automata::PatternID::must(pattern));
+                if hit != negated {
+                    return index;
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Every `(key, value)` of `pairs` is among the line's tags (unescaped, exact bytes).
+fn tags_match(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    if tag_section.is_empty() {
+        return false;
+    }
+    pairs.iter().all(|(key, value)| {
+        parse::tags(tag_section).any(|(k, v)| {
+            parse::unescaped_eq(k, Escape::TagKey, key)
+                && parse::unescaped_eq(v, Escape::TagValue, value)
+        })
+    })
+}
+
+/// influx-spout's `Unescape`: drop a backslash that precedes `,`, `"`, space or `=`.
+fn spout_unescape_into(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'\\' && i + 1 < raw.len() && matches!(raw[i + 1], b',' | b'"' | b' ' | b'=') {
+            out.push(raw[i + 1]);
+            i += 2;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,11 +5,30 @@
 //! path, its ring. `poll` hands each complete datagram to a callback as a
 //! borrowed slice; the slice is only valid during the callback.
 //!
-//! (stub: being implemented)
+//! Files: `socket.rs` (socket options, the SO_RXQ_OVFL cmsg), `uring.rs`
+//! (io_uring multishot `RecvMsgMulti`), `buffers.rs` (the provided-buffer
+//! ring: the one place that tracks kernel-owned vs lent buffers), `mmsg.rs`
+//! (the `recvmmsg` fallback). Each unsafe-bearing file opens with its safety
+//! model.
+//!
+//! Test hook: with the environment variable `SLUICE_FORCE_IO_URING_FAILURE=1`
+//! [`Receiver::open`] behaves as if io_uring setup failed with EPERM (as under
+//! `kernel.io_uring_disabled` or a seccomp filter): `auto` falls back to
+//! recvmmsg and `on` fails with [`Error::IoUringUnavailable`].
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::IoUringMode;
+
+mod buffers;
+mod mmsg;
+mod socket;
+#[cfg(test)]
+mod tests;
+mod uring;
+
+/// Environment variable of the io_uring failure test hook (see module docs).
+pub const FORCE_IO_URING_FAILURE_ENV: &str = "SLUICE_FORCE_IO_URING_FAILURE";
 
 /// Which receive path is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,38 +97,111 @@ pub enum Error {
 }
 
 /// One shard's receive side.
-pub struct Receiver {}
+pub struct Receiver {
+    // Field order matters: `path` (and with it any io_uring ring and its
+    // in-flight receives) is torn down before the sockets are closed.
+    path: Path,
+    sockets: socket::Sockets,
+    io_uring_error: Option<std::io::Error>,
+}
+
+// One per shard, built once and never moved on the hot path: size is irrelevant.
+#[allow(clippy::large_enum_variant)]
+enum Path {
+    IoUring(uring::UringRx),
+    Recvmmsg(mmsg::MmsgRx),
+}
 
 impl Receiver {
     /// Open sockets (SO_REUSEPORT, SO_RCVBUF, SO_RXQ_OVFL, non-blocking as needed) and
     /// the io_uring ring or recvmmsg state, per `cfg.mode`.
-    pub fn open(_cfg: &RxConfig) -> Result<Receiver, Error> {
-        unimplemented!()
+    pub fn open(cfg: &RxConfig) -> Result<Receiver, Error> {
+        let force = force_flag(std::env::var_os(FORCE_IO_URING_FAILURE_ENV).as_deref());
+        Receiver::open_inner(cfg, force)
     }
+
+    /// `open`, with the io_uring failure hook given explicitly (tests use
+    /// this: environment variables are process-global).
+    fn open_inner(cfg: &RxConfig, force_uring_failure: bool) -> Result<Receiver, Error> {
+        if cfg.max_datagram_size == 0 || cfg.max_datagram_size > u32::MAX as usize / 2 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "max_datagram_size out of range",
+            )));
+        }
+        let sockets = socket::open_all(&cfg.addrs, cfg.rcvbuf)?;
+        let fds = sockets.raw_fds();
+        let mut io_uring_error = None;
+        let path = match cfg.mode {
+            IoUringMode::Off => Path::Recvmmsg(mmsg::MmsgRx::new(fds, cfg)),
+            IoUringMode::On => match uring::UringRx::new(fds, cfg, force_uring_failure) {
+                Ok(rx) => Path::IoUring(rx),
+                Err(e) => return Err(Error::IoUringUnavailable(e)),
+            },
+            IoUringMode::Auto => match uring::UringRx::new(fds.clone(), cfg, force_uring_failure) {
+                Ok(rx) => Path::IoUring(rx),
+                Err(e) => {
+                    io_uring_error = Some(e);
+                    Path::Recvmmsg(mmsg::MmsgRx::new(fds, cfg))
+                }
+            },
+        };
+        Ok(Receiver {
+            path,
+            sockets,
+            io_uring_error,
+        })
+    }
+
     /// The path actually in use.
     pub fn path(&self) -> RxPath {
-        unimplemented!()
+        match self.path {
+            Path::IoUring(_) => RxPath::IoUring,
+            Path::Recvmmsg(_) => RxPath::Recvmmsg,
+        }
     }
+
+    /// Why io_uring is not in use, when `auto` fell back to recvmmsg.
+    pub fn io_uring_error(&self) -> Option<&std::io::Error> {
+        self.io_uring_error.as_ref()
+    }
+
     /// The bound addresses (ports resolved), in `cfg.addrs` order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        unimplemented!()
+        self.sockets.local_addrs.clone()
     }
+
     /// Effective SO_RCVBUF as reported by the kernel (per socket; same for all).
+    /// Linux reports twice the requested size, clamped at `net.core.rmem_max`
+    /// (times two); `effective / 2 < requested` means the clamp bit.
     pub fn effective_rcvbuf(&self) -> usize {
-        unimplemented!()
+        self.sockets.effective_rcvbuf
     }
+
     /// Wait up to `timeout` for datagrams, then deliver every datagram that is
     /// ready (a batch) to `on_datagram`. Returns the number delivered. Returns
     /// `Ok(0)` on timeout. Never blocks longer than `timeout`.
     pub fn poll<F: FnMut(&[u8])>(
         &mut self,
-        _timeout: Duration,
-        _on_datagram: &mut F,
+        timeout: Duration,
+        on_datagram: &mut F,
     ) -> Result<usize, Error> {
-        unimplemented!()
+        match &mut self.path {
+            Path::IoUring(rx) => rx.poll(timeout, on_datagram),
+            Path::Recvmmsg(rx) => rx.poll(timeout, on_datagram),
+        }
     }
+
     /// Cumulative counters.
     pub fn stats(&self) -> RxStats {
-        unimplemented!()
+        match &self.path {
+            Path::IoUring(rx) => rx.stats(),
+            Path::Recvmmsg(rx) => rx.stats(),
+        }
     }
+}
+
+/// The hook is on for exactly "1".
+fn force_flag(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "1")
 }

@@ -1,1 +1,318 @@
-//! (being written)
+//! Shard: one pinned thread's loop. Receive a batch of datagrams, split and
+//! scan lines, check them, route them, append them to the route's open chunk,
+//! and offer sealed chunks to the subscribed sinks' queues. A shard shares
+//! nothing with other shards but those queues, and never blocks on a sink.
+pub mod cpu;
+pub mod debug;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batcher, Chunk};
+use crate::budget::Budgets;
+use crate::check::{self, Checker, Reason, Verdict};
+use crate::config::{CardinalityConfig, ChunkConfig, SanityConfig};
+use crate::parse;
+use crate::route::{RouteId, RouteTable};
+use crate::rx::{Receiver, RxConfig, RxPath};
+use crate::sanity::wall_clock_ns;
+use crate::sink::Sink;
+use crate::telemetry::{Layout, LocalCounters, ShardCounters};
+use debug::{Sampler, ShardDebug};
+
+/// How often a shard refreshes its `/debug` snapshot.
+const DEBUG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest a shard waits in one poll, so it notices `stop` promptly.
+const POLL_MAX: Duration = Duration::from_millis(50);
+
+/// Everything one shard needs; moved into its thread.
+pub struct ShardSpec {
+    pub index: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub rx: RxConfig,
+    pub table: Arc<RouteTable>,
+    /// Route id -> indices into `sinks` of the sinks subscribed to it.
+    pub route_sinks: Arc<Vec<Vec<usize>>>,
+    pub sinks: Vec<Arc<Sink>>,
+    pub sanity: SanityConfig,
+    pub cardinality: CardinalityConfig,
+    /// Route that receives rejected lines, and which reasons (empty = all).
+    pub dead_letter: Option<(RouteId, Vec<String>)>,
+    pub debug: Arc<ShardDebug>,
+    pub chunk: ChunkConfig,
+    pub layout: Layout,
+    pub counters: Arc<ShardCounters>,
+    pub stop: Arc<AtomicBool>,
+    /// At shutdown, how long to keep re-offering final chunks to full queues.
+    pub final_offer_timeout: Duration,
+}
+
+/// What a shard reports once its receiver is open.
+pub struct Opened {
+    pub local_addrs: Vec<SocketAddr>,
+    pub path: RxPath,
+    pub effective_rcvbuf: usize,
+    /// Why io_uring was not used, when `auto` fell back to recvmmsg.
+    pub io_uring_error: Option<String>,
+}
+
+/// Yields a shard's open result once.
+pub type OpenedReceiver = mpsc::Receiver<Result<Opened, crate::rx::Error>>;
+
+/// Start a shard thread. The returned channel yields the open result.
+pub fn spawn(spec: ShardSpec) -> std::io::Result<(JoinHandle<()>, OpenedReceiver)> {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("shard-{}", spec.index))
+        .spawn(move || run(spec, tx))?;
+    Ok((handle, rx))
+}
+
+fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) {
+    if let Some(core) = spec.core {
+        if !cpu::pin_current(core) {
+            tracing::warn!(
+                shard = spec.index,
+                core = core.id,
+                "could not pin shard to its CPU; running unpinned"
+            );
+        }
+    }
+    let mut receiver = match Receiver::open(&spec.rx) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = opened.send(Err(e));
+            return;
+        }
+    };
+    let path = receiver.path();
+    spec.counters.path.store(
+        match path {
+            RxPath::IoUring => 1,
+            RxPath::Recvmmsg => 2,
+        },
+        Ordering::Relaxed,
+    );
+    let _ = opened.send(Ok(Opened {
+        local_addrs: receiver.local_addrs(),
+        path,
+        effective_rcvbuf: receiver.effective_rcvbuf(),
+        io_uring_error: receiver.io_uring_error().map(|e| e.to_string()),
+    }));
+
+    let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();
+    let dead_letter = spec
+        .dead_letter
+        .as_ref()
+        .map(|(route, reasons)| DeadLetter {
+            route: *route,
+            reasons: check::Reason::LABELS
+                .iter()
+                .map(|label| reasons.is_empty() || reasons.iter().any(|r| r == label))
+                .collect(),
+        });
+    let mut pipeline = Pipeline {
+        checker: Checker::new(
+            &spec.table,
+            spec.sanity.clone(),
+            Budgets::new(&spec.cardinality),
+            route_has_sinks,
+            wall_clock_ns(),
+        ),
+        batcher: Batcher::new(
+            spec.table.routes().len(),
+            spec.chunk.max_size,
+            spec.chunk.max_age,
+        ),
+        local: LocalCounters::new(spec.layout),
+        route_sinks: &spec.route_sinks,
+        sinks: &spec.sinks,
+        dead_letter,
+        sampler: Sampler::default(),
+        rewrite: Vec::with_capacity(1024),
+        batch_now: None,
+    };
+    spec.counters.receiving.store(true, Ordering::Release);
+    let mut next_debug = Instant::now();
+    while !spec.stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        let timeout = pipeline
+            .batcher
+            .next_expiry(now)
+            .map_or(POLL_MAX, |d| d.min(POLL_MAX))
+            .max(Duration::from_millis(1));
+        pipeline.checker.set_now(wall_clock_ns());
+        pipeline.batch_now = None;
+        if let Err(e) = receiver.poll(timeout, &mut |datagram: &[u8]| pipeline.datagram(datagram)) {
+            tracing::error!(shard = spec.index, error = %e, "receive failed; retrying");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let now = Instant::now();
+        pipeline.seal_expired(now);
+        pipeline.local.set_rx(&receiver.stats());
+        pipeline.local.publish(&spec.counters);
+        if now >= next_debug {
+            next_debug = now + DEBUG_INTERVAL;
+            let measurements = pipeline.checker.budgets().map(Budgets::snapshot);
+            pipeline.sampler.publish(&spec.debug, measurements);
+        }
+    }
+    // Stop receiving first, then hand everything still open to the sinks.
+    drop(receiver);
+    pipeline.finish(Instant::now() + spec.final_offer_timeout);
+    pipeline.local.publish(&spec.counters);
+}
+
+struct DeadLetter {
+    route: RouteId,
+    /// Indexed like `Reason::LABELS`.
+    reasons: Vec<bool>,
+}
+
+/// The per-shard data path, from datagram to sink queue.
+struct Pipeline<'a> {
+    checker: Checker<'a>,
+    batcher: Batcher,
+    local: LocalCounters,
+    route_sinks: &'a [Vec<usize>],
+    sinks: &'a [Arc<Sink>],
+    dead_letter: Option<DeadLetter>,
+    sampler: Sampler,
+    /// Scratch for rewritten lines (timestamps, dead letters).
+    rewrite: Vec<u8>,
+    /// Clock read once per poll, at the first datagram.
+    batch_now: Option<Instant>,
+}
+
+impl Pipeline<'_> {
+    #[inline]
+    fn datagram(&mut self, datagram: &[u8]) {
+        let now = *self.batch_now.get_or_insert_with(Instant::now);
+        let mut lines = 0u64;
+        for item in parse::lines(datagram) {
+            lines += 1;
+            match self.checker.judge(item) {
+                Verdict::Accept {
+                    line,
+                    matched,
+                    rewrite,
+                    ..
+                } => {
+                    self.local.routed(matched.route as usize, matched.rule);
+                    let bytes = if check::rewritten(&line, rewrite, &mut self.rewrite) {
+                        &self.rewrite[..]
+                    } else {
+                        line.raw
+                    };
+                    let (local, sinks, route_sinks) =
+                        (&mut self.local, self.sinks, self.route_sinks);
+                    self.batcher
+                        .append(matched.route, bytes, now, &mut |route, chunk| {
+                            dispatch(local, sinks, route_sinks, route, chunk)
+                        });
+                }
+                Verdict::Reject { raw, reason, .. } => self.reject(raw, reason, now),
+            }
+        }
+        self.local.lines(lines);
+    }
+
+    #[cold]
+    fn reject(&mut self, raw: &[u8], reason: Reason, now: Instant) {
+        match reason {
+            Reason::Parse(error) => self.local.parse_error(error),
+            Reason::Drop(drop) => self.local.dropped(drop, 1),
+        }
+        let now_ns = self.checker.now_ns();
+        self.sampler.offer(reason.label(), raw, now, now_ns);
+        let Some(dead) = &self.dead_letter else {
+            return;
+        };
+        let wanted = Reason::LABELS
+            .iter()
+            .position(|l| *l == reason.label())
+            .is_some_and(|i| dead.reasons[i])
+            || dead.reasons[Reason::LABELS
+                .iter()
+                .position(|l| *l == reason.drop_class().as_str())
+                .unwrap_or(0)];
+        if !wanted || self.route_sinks[dead.route as usize].is_empty() {
+            return;
+        }
+        let route = dead.route;
+        check::dead_letter(raw, reason, now_ns, &mut self.rewrite);
+        self.local.dead_lettered();
+        let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
+        self.batcher
+            .append(route, &self.rewrite, now, &mut |route, chunk| {
+                dispatch(local, sinks, route_sinks, route, chunk)
+            });
+    }
+
+    fn seal_expired(&mut self, now: Instant) {
+        let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
+        self.batcher.seal_expired(now, &mut |route, chunk| {
+            dispatch(local, sinks, route_sinks, route, chunk)
+        });
+    }
+
+    /// Shutdown: seal everything and offer it, waiting (bounded) for room.
+    fn finish(&mut self, deadline: Instant) {
+        let mut sealed: Vec<(RouteId, Chunk)> = Vec::new();
+        self.batcher
+            .seal_all(&mut |route, chunk| sealed.push((route, chunk)));
+        for (route, chunk) in sealed {
+            for &sink in &self.route_sinks[route as usize] {
+                let mut pending = chunk.clone();
+                loop {
+                    match self.sinks[sink].offer(pending) {
+                        Ok(()) => {
+                            self.local.enqueued(sink, chunk.lines as u64);
+                            break;
+                        }
+                        Err(back) if Instant::now() < deadline => {
+                            pending = back;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(_) => {
+                            self.local.queue_full(sink, chunk.lines as u64);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Offer a sealed chunk to every sink of its route; a full queue drops it for that sink only.
+#[inline]
+fn dispatch(
+    local: &mut LocalCounters,
+    sinks: &[Arc<Sink>],
+    route_sinks: &[Vec<usize>],
+    route: RouteId,
+    chunk: Chunk,
+) {
+    let lines = chunk.lines as u64;
+    let subscribers = &route_sinks[route as usize];
+    let (last, rest) = match subscribers.split_last() {
+        Some(split) => split,
+        None => return,
+    };
+    for &sink in rest {
+        match sinks[sink].offer(chunk.clone()) {
+            Ok(()) => local.enqueued(sink, lines),
+            Err(_) => local.queue_full(sink, lines),
+        }
+    }
+    match sinks[*last].offer(chunk) {
+        Ok(()) => local.enqueued(*last, lines),
+        Err(_) => local.queue_full(*last, lines),
+    }
+}

@@ -1,0 +1,112 @@
+//! Tag splitting and unescaping without allocation, for the router.
+//!
+//! Unescaping is InfluxDB 1.x's `bytes.Replace(in, "\\"+c, c)` for each `c`
+//! of the token's escape set, done in one left-to-right pass: a backslash
+//! followed by a byte of the set is dropped, every other backslash is kept.
+//! The two agree because the patterns cannot overlap (cases 24–27).
+
+use super::Escape;
+
+/// Whether `b` is in the escape set of `kind`.
+#[inline(always)]
+fn escapable(kind: Escape, b: u8) -> bool {
+    match kind {
+        Escape::Measurement => b == b',' || b == b' ',
+        Escape::TagKey | Escape::TagValue | Escape::FieldKey => b == b',' || b == b' ' || b == b'=',
+    }
+}
+
+/// Compare an escaped token with a plain (unescaped) byte string, without allocating.
+pub fn unescaped_eq(escaped: &[u8], kind: Escape, plain: &[u8]) -> bool {
+    // Fast path: most tokens hold no backslash and compare as they are.
+    if memchr::memchr(b'\\', escaped).is_none() {
+        return escaped == plain;
+    }
+    // An escaped token is never shorter than its plain form.
+    if plain.len() > escaped.len() {
+        return false;
+    }
+    let mut i = 0;
+    let mut j = 0;
+    while i < escaped.len() {
+        let mut b = escaped[i];
+        if b == b'\\' && i + 1 < escaped.len() && escapable(kind, escaped[i + 1]) {
+            i += 1;
+            b = escaped[i];
+        }
+        if plain.get(j) != Some(&b) {
+            return false;
+        }
+        i += 1;
+        j += 1;
+    }
+    j == plain.len()
+}
+
+/// Append the unescaped form of `escaped` to `out`.
+pub fn unescape_into(escaped: &[u8], kind: Escape, out: &mut Vec<u8>) {
+    let mut rest = escaped;
+    while let Some(p) = memchr::memchr(b'\\', rest) {
+        match rest.get(p + 1) {
+            Some(&next) if escapable(kind, next) => {
+                out.extend_from_slice(&rest[..p]);
+                out.push(next);
+                rest = &rest[p + 2..];
+            }
+            _ => {
+                out.extend_from_slice(&rest[..=p]);
+                rest = &rest[p + 1..];
+            }
+        }
+    }
+    out.extend_from_slice(rest);
+}
+
+/// Iterator over the `(key, value)` pairs of an escaped tag section, still escaped.
+///
+/// Splits at `=` and `,` not preceded by a backslash, the same rule the
+/// scanner used to validate the section. Stops early on malformed input.
+#[derive(Clone, Debug)]
+pub struct Tags<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Tags<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let Some(eq) = find_unescaped(self.rest, b'=') else {
+            self.rest = &[];
+            return None;
+        };
+        let key = &self.rest[..eq];
+        let after = &self.rest[eq + 1..];
+        let (value, rest) = match find_unescaped(after, b',') {
+            Some(c) => (&after[..c], &after[c + 1..]),
+            None => (after, &[][..]),
+        };
+        self.rest = rest;
+        Some((key, value))
+    }
+}
+
+/// Iterator over the `(key, value)` pairs of an escaped tag section, still escaped.
+pub fn tags(tag_section: &[u8]) -> Tags<'_> {
+    Tags { rest: tag_section }
+}
+
+/// First `needle` in `hay` whose previous byte is not a backslash.
+#[inline]
+fn find_unescaped(hay: &[u8], needle: u8) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(needle, &hay[from..]) {
+        let at = from + p;
+        if at == 0 || hay[at - 1] != b'\\' {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}

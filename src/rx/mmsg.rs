@@ -1,0 +1,213 @@
+//! The fallback receive path: `ppoll` on every socket, then `recvmmsg` in
+//! batches into buffers allocated once at open.
+//!
+//! # Safety model
+//!
+//! `headers[i]` points at `iovecs[i]` and at slot i of `control`; `iovecs[i]`
+//! points at slot i of `data`. All four are heap blocks allocated in `new` and
+//! never resized, so the pointers stay valid while `MmsgRx` lives (moving the
+//! struct moves no heap block). The kernel writes through them only during a
+//! `recvmmsg` call, when no Rust reference into them exists; slices are made
+//! afterwards from the same raw pointers.
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use super::socket::{DropCounters, CONTROL_LEN};
+use super::{Error, RxConfig, RxStats};
+
+/// `recvmmsg` calls per socket per poll, so one busy socket cannot starve
+/// the others or the caller.
+const BATCHES_MAX: usize = 16;
+/// The kernel caps one `recvmmsg` at UIO_MAXIOV messages.
+const SLOTS_MAX: usize = 1024;
+
+pub(super) struct MmsgRx {
+    fds: Vec<RawFd>,
+    pollfds: Vec<libc::pollfd>,
+    headers: Vec<libc::mmsghdr>,
+    iovecs: Vec<libc::iovec>,
+    /// Owns the datagram slots; touched only through `data_ptr`.
+    data: Vec<u8>,
+    data_ptr: *mut u8,
+    /// Owns the control areas (u64 for cmsghdr alignment); touched only
+    /// through `control_ptr`.
+    control: Vec<u64>,
+    control_ptr: *mut u8,
+    slot_len: usize,
+    drops: DropCounters,
+    stats: RxStats,
+}
+
+// SAFETY: the raw pointers (ours and those inside `headers`/`iovecs`) point
+// only into heap blocks this struct owns; none is shared with another thread.
+unsafe impl Send for MmsgRx {}
+
+impl MmsgRx {
+    pub(super) fn new(fds: Vec<RawFd>, cfg: &RxConfig) -> MmsgRx {
+        let slots = cfg.buffers.clamp(1, SLOTS_MAX);
+        let slot_len = cfg.max_datagram_size.max(1);
+        let mut data = vec![0u8; slots * slot_len];
+        let data_ptr = data.as_mut_ptr();
+        let mut control = vec![0u64; slots * CONTROL_LEN / 8];
+        let control_ptr = control.as_mut_ptr().cast::<u8>();
+        let mut iovecs: Vec<libc::iovec> = (0..slots)
+            .map(|slot| libc::iovec {
+                // SAFETY: slot * slot_len < slots * slot_len, inside `data`.
+                iov_base: unsafe { data_ptr.add(slot * slot_len) }.cast(),
+                iov_len: slot_len,
+            })
+            .collect();
+        let iov_ptr = iovecs.as_mut_ptr();
+        let headers = (0..slots)
+            .map(|slot| {
+                // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                // SAFETY: slot < slots = iovecs.len().
+                header.msg_hdr.msg_iov = unsafe { iov_ptr.add(slot) };
+                header.msg_hdr.msg_iovlen = 1;
+                // SAFETY: slot * CONTROL_LEN < slots * CONTROL_LEN, inside `control`.
+                header.msg_hdr.msg_control = unsafe { control_ptr.add(slot * CONTROL_LEN) }.cast();
+                header.msg_hdr.msg_controllen = CONTROL_LEN as _;
+                header
+            })
+            .collect();
+        let pollfds = fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let sockets = fds.len();
+        MmsgRx {
+            fds,
+            pollfds,
+            headers,
+            iovecs,
+            data,
+            data_ptr,
+            control,
+            control_ptr,
+            slot_len,
+            drops: DropCounters::new(sockets),
+            stats: RxStats::default(),
+        }
+    }
+
+    pub(super) fn stats(&self) -> RxStats {
+        self.stats
+    }
+
+    pub(super) fn poll<F: FnMut(&[u8])>(
+        &mut self,
+        timeout: Duration,
+        on_datagram: &mut F,
+    ) -> Result<usize, Error> {
+        debug_assert_eq!(self.iovecs.len(), self.headers.len());
+        debug_assert_eq!(self.data.len(), self.headers.len() * self.slot_len);
+        debug_assert_eq!(self.control.len() * 8, self.headers.len() * CONTROL_LEN);
+        for pollfd in &mut self.pollfds {
+            pollfd.revents = 0;
+        }
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        // SAFETY: `pollfds` is a live array of `len` pollfd; `ts` outlives
+        // the call; a null sigmask means "do not change the mask".
+        let ready = unsafe {
+            libc::ppoll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if ready < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EINTR) => Ok(0),
+                _ => Err(Error::Io(e)),
+            };
+        }
+        let mut delivered = 0;
+        for index in 0..self.fds.len() {
+            if self.pollfds[index].revents != 0 {
+                delivered += self.drain_socket(index, on_datagram)?;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// `recvmmsg` until the socket is empty or the batch bound is reached.
+    fn drain_socket<F: FnMut(&[u8])>(
+        &mut self,
+        index: usize,
+        on_datagram: &mut F,
+    ) -> Result<usize, Error> {
+        let slots = self.headers.len();
+        let mut delivered = 0;
+        for _ in 0..BATCHES_MAX {
+            for header in &mut self.headers {
+                // The kernel overwrites these with what it wrote.
+                header.msg_hdr.msg_controllen = CONTROL_LEN as _;
+                header.msg_hdr.msg_flags = 0;
+                header.msg_len = 0;
+            }
+            // SAFETY: `headers` holds `slots` mmsghdr whose pointers are valid
+            // (safety model above); a null timeout is allowed.
+            let received = unsafe {
+                libc::recvmmsg(
+                    self.fds[index],
+                    self.headers.as_mut_ptr(),
+                    slots as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if received < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR) => Ok(delivered),
+                    _ => Err(Error::Io(e)),
+                };
+            }
+            let received = received as usize;
+            for slot in 0..received {
+                let header = &self.headers[slot];
+                // msg_controllen is size_t on glibc but socklen_t on musl.
+                #[allow(clippy::unnecessary_cast)]
+                let control_len = (header.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+                // SAFETY: slot `slot` of `control` is CONTROL_LEN bytes inside
+                // the allocation; the kernel is no longer writing to it.
+                let control = unsafe {
+                    std::slice::from_raw_parts(
+                        self.control_ptr.add(slot * CONTROL_LEN),
+                        control_len,
+                    )
+                };
+                self.drops.observe(index, control, &mut self.stats);
+                if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    self.stats.truncated += 1;
+                    continue;
+                }
+                let len = (header.msg_len as usize).min(self.slot_len);
+                // SAFETY: slot `slot` of `data` is slot_len bytes inside the
+                // allocation, initialised (zeroed, then written by the kernel).
+                let payload = unsafe {
+                    std::slice::from_raw_parts(self.data_ptr.add(slot * self.slot_len), len)
+                };
+                self.stats.datagrams += 1;
+                self.stats.bytes += len as u64;
+                delivered += 1;
+                on_datagram(payload);
+            }
+            if received < slots {
+                break;
+            }
+        }
+        Ok(delivered)
+    }
+}

@@ -1,0 +1,431 @@
+//! Loopback tests of both receive paths (127.0.0.1 and ::1 only).
+//!
+//! io_uring tests need a kernel and sandbox that allow io_uring. Where it is
+//! unavailable they say so on stderr and skip, unless
+//! `SLUICE_REQUIRE_IO_URING=1`, in which case they fail.
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const POLL: Duration = Duration::from_millis(20);
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn v4() -> SocketAddr {
+    (Ipv4Addr::LOCALHOST, 0).into()
+}
+
+fn v6() -> SocketAddr {
+    (Ipv6Addr::LOCALHOST, 0).into()
+}
+
+fn ipv6_available() -> bool {
+    UdpSocket::bind(v6()).is_ok()
+}
+
+fn uring_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let rx = Receiver::open_inner(&config(vec![v4()], IoUringMode::Auto), false).unwrap();
+        if let Some(e) = rx.io_uring_error() {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_IO_URING").is_none(),
+                "io_uring required but unavailable: {e}"
+            );
+            eprintln!("io_uring unavailable here ({e}): io_uring tests are SKIPPED");
+        }
+        rx.path() == RxPath::IoUring
+    })
+}
+
+/// The paths to test: recvmmsg always, io_uring where this kernel has it.
+fn paths() -> Vec<RxPath> {
+    let mut paths = vec![RxPath::Recvmmsg];
+    if uring_available() {
+        paths.push(RxPath::IoUring);
+    }
+    paths
+}
+
+fn config(addrs: Vec<SocketAddr>, mode: IoUringMode) -> RxConfig {
+    RxConfig {
+        addrs,
+        rcvbuf: 1 << 20,
+        max_datagram_size: 2048,
+        buffers: 64,
+        mode,
+    }
+}
+
+fn mode(path: RxPath) -> IoUringMode {
+    match path {
+        RxPath::IoUring => IoUringMode::On,
+        RxPath::Recvmmsg => IoUringMode::Off,
+    }
+}
+
+fn open(cfg: &RxConfig, path: RxPath) -> Receiver {
+    let cfg = RxConfig {
+        mode: mode(path),
+        ..cfg.clone()
+    };
+    let rx = Receiver::open_inner(&cfg, false).unwrap();
+    assert_eq!(rx.path(), path);
+    rx
+}
+
+fn sender_for(addr: SocketAddr) -> UdpSocket {
+    let bind: SocketAddr = if addr.is_ipv6() { v6() } else { v4() };
+    UdpSocket::bind(bind).unwrap()
+}
+
+/// Poll until `count` datagrams have arrived (or a deadline passes).
+fn collect(rx: &mut Receiver, count: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + DEADLINE;
+    while got.len() < count && Instant::now() < deadline {
+        rx.poll(POLL, &mut |d: &[u8]| got.push(d.to_vec())).unwrap();
+    }
+    got
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    let len = 1 + (i * 37) % 1500;
+    (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+}
+
+#[test]
+fn every_payload_arrives_byte_identical() {
+    let mut addrs = vec![v4()];
+    if ipv6_available() {
+        addrs.push(v6());
+    } else {
+        eprintln!("no ::1 here: IPv6 part SKIPPED");
+    }
+    for path in paths() {
+        for &addr in &addrs {
+            let mut rx = open(&config(vec![addr], IoUringMode::Auto), path);
+            let to = rx.local_addrs()[0];
+            assert_eq!(to.ip(), addr.ip());
+            assert_ne!(to.port(), 0);
+            let tx = sender_for(to);
+            let sent: Vec<Vec<u8>> = (0..300).map(payload).collect();
+            for p in &sent {
+                tx.send_to(p, to).unwrap();
+            }
+            let got = collect(&mut rx, sent.len());
+            assert_eq!(got, sent, "{path:?} {addr}");
+            let stats = rx.stats();
+            assert_eq!(stats.datagrams, 300);
+            assert_eq!(
+                stats.bytes,
+                sent.iter().map(|p| p.len() as u64).sum::<u64>()
+            );
+            assert_eq!(stats.truncated, 0);
+            assert_eq!(stats.kernel_drops, 0);
+        }
+    }
+}
+
+#[test]
+fn both_address_families_in_one_receiver() {
+    if !ipv6_available() {
+        eprintln!("no ::1 here: SKIPPED");
+        return;
+    }
+    for path in paths() {
+        let mut rx = open(&config(vec![v4(), v6()], IoUringMode::Auto), path);
+        let addrs = rx.local_addrs();
+        for (i, &to) in addrs.iter().enumerate() {
+            sender_for(to).send_to(&[i as u8; 10], to).unwrap();
+        }
+        let mut got = collect(&mut rx, 2);
+        got.sort();
+        assert_eq!(got, vec![vec![0u8; 10], vec![1u8; 10]], "{path:?}");
+    }
+}
+
+#[test]
+fn oversized_datagram_is_counted_truncated_and_not_delivered() {
+    for path in paths() {
+        let cfg = RxConfig {
+            max_datagram_size: 512,
+            ..config(vec![v4()], IoUringMode::Auto)
+        };
+        let mut rx = open(&cfg, path);
+        let to = rx.local_addrs()[0];
+        let tx = sender_for(to);
+        tx.send_to(b"before", to).unwrap();
+        tx.send_to(&[b'x'; 513], to).unwrap();
+        tx.send_to(&[b'y'; 512], to).unwrap();
+        tx.send_to(b"after", to).unwrap();
+        let got = collect(&mut rx, 3);
+        assert_eq!(
+            got,
+            vec![b"before".to_vec(), vec![b'y'; 512], b"after".to_vec()],
+            "{path:?}"
+        );
+        assert_eq!(rx.stats().truncated, 1, "{path:?}");
+        assert_eq!(rx.stats().datagrams, 3, "{path:?}");
+    }
+}
+
+#[test]
+fn idle_poll_returns_zero_after_timeout() {
+    for path in paths() {
+        let mut rx = open(&config(vec![v4()], IoUringMode::Auto), path);
+        for _ in 0..3 {
+            let start = Instant::now();
+            let n = rx
+                .poll(Duration::from_millis(100), &mut |_: &[u8]| {
+                    panic!("no traffic")
+                })
+                .unwrap();
+            let elapsed = start.elapsed();
+            assert_eq!(n, 0);
+            assert!(
+                elapsed >= Duration::from_millis(90),
+                "{path:?} returned early: {elapsed:?}"
+            );
+            assert!(
+                elapsed < Duration::from_millis(1000),
+                "{path:?} overslept: {elapsed:?}"
+            );
+        }
+        let start = Instant::now();
+        assert_eq!(rx.poll(Duration::ZERO, &mut |_: &[u8]| {}).unwrap(), 0);
+        assert!(start.elapsed() < Duration::from_millis(100));
+        // Still receives after idle polls (no stale timeouts in the way).
+        let to = rx.local_addrs()[0];
+        sender_for(to).send_to(b"late", to).unwrap();
+        assert_eq!(collect(&mut rx, 1), vec![b"late".to_vec()]);
+        // The multishot receive stayed armed across idle polls.
+        assert_eq!(rx.stats().rearms, 0, "{path:?}");
+        assert_eq!(rx.stats().enobufs, 0, "{path:?}");
+    }
+}
+
+#[test]
+fn two_receivers_share_a_port_with_reuseport() {
+    let mut pairs: Vec<(RxPath, RxPath)> = paths().iter().map(|&p| (p, p)).collect();
+    if uring_available() {
+        pairs.push((RxPath::IoUring, RxPath::Recvmmsg));
+    }
+    for (first, second) in pairs {
+        let cfg = config(vec![v4()], IoUringMode::Auto);
+        let mut a = open(&cfg, first);
+        let mut b = open(&config(a.local_addrs(), IoUringMode::Auto), second);
+        assert_eq!(a.local_addrs(), b.local_addrs());
+        let to = a.local_addrs()[0];
+        let mut sent = Vec::new();
+        for source in 0..32u8 {
+            let tx = sender_for(to);
+            for i in 0..4u8 {
+                let p = vec![source, i, 0xAB];
+                tx.send_to(&p, to).unwrap();
+                sent.push(p);
+            }
+        }
+        let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + DEADLINE;
+        while got_a.len() + got_b.len() < sent.len() && Instant::now() < deadline {
+            a.poll(POLL, &mut |d: &[u8]| got_a.push(d.to_vec()))
+                .unwrap();
+            b.poll(POLL, &mut |d: &[u8]| got_b.push(d.to_vec()))
+                .unwrap();
+        }
+        assert!(
+            !got_a.is_empty() && !got_b.is_empty(),
+            "{first:?}/{second:?}: one receiver got nothing"
+        );
+        let mut got: Vec<Vec<u8>> = got_a.into_iter().chain(got_b).collect();
+        got.sort();
+        sent.sort();
+        assert_eq!(got, sent, "{first:?}/{second:?}");
+    }
+}
+
+#[test]
+fn forced_uring_failure_falls_back_in_auto_and_errors_in_on() {
+    assert!(force_flag(Some("1".as_ref())));
+    assert!(!force_flag(Some("0".as_ref())));
+    assert!(!force_flag(None));
+
+    let mut rx = Receiver::open_inner(&config(vec![v4()], IoUringMode::Auto), true).unwrap();
+    assert_eq!(rx.path(), RxPath::Recvmmsg);
+    assert_eq!(
+        rx.io_uring_error().and_then(|e| e.raw_os_error()),
+        Some(libc::EPERM)
+    );
+    let to = rx.local_addrs()[0];
+    sender_for(to).send_to(b"fallback", to).unwrap();
+    assert_eq!(collect(&mut rx, 1), vec![b"fallback".to_vec()]);
+
+    match Receiver::open_inner(&config(vec![v4()], IoUringMode::On), true) {
+        Err(Error::IoUringUnavailable(e)) => assert_eq!(e.raw_os_error(), Some(libc::EPERM)),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(rx) => panic!("opened on {:?}", rx.path()),
+    }
+    let rx = Receiver::open_inner(&config(vec![v4()], IoUringMode::Off), true).unwrap();
+    assert_eq!(rx.path(), RxPath::Recvmmsg);
+    assert!(rx.io_uring_error().is_none());
+}
+
+#[test]
+fn kernel_drops_are_counted_from_so_rxq_ovfl() {
+    for path in paths() {
+        let cfg = RxConfig {
+            rcvbuf: 1, // the kernel raises this to its minimum (a few KiB)
+            ..config(vec![v4()], IoUringMode::Auto)
+        };
+        let mut rx = open(&cfg, path);
+        assert!(rx.effective_rcvbuf() < 64 * 1024);
+        let to = rx.local_addrs()[0];
+        let tx = sender_for(to);
+        for _ in 0..200 {
+            tx.send_to(&[b'd'; 1000], to).unwrap();
+        }
+        // Drain what fit; the counter rides on datagrams queued after the
+        // drops, so send one more once there is room.
+        let deadline = Instant::now() + DEADLINE;
+        while rx.poll(POLL, &mut |_: &[u8]| {}).unwrap() > 0 && Instant::now() < deadline {}
+        tx.send_to(b"marker", to).unwrap();
+        let mut seen = false;
+        while !seen && Instant::now() < deadline {
+            rx.poll(POLL, &mut |d: &[u8]| seen |= d == b"marker")
+                .unwrap();
+        }
+        assert!(seen, "{path:?}: marker lost");
+        let stats = rx.stats();
+        assert!(stats.kernel_drops > 0, "{path:?}: {stats:?}");
+        assert_eq!(
+            stats.datagrams + stats.kernel_drops,
+            201,
+            "{path:?}: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn uring_small_ring_counts_enobufs_and_keeps_working_after_rearm() {
+    if !uring_available() {
+        return;
+    }
+    let cfg = RxConfig {
+        buffers: 3, // rounded up to 4
+        ..config(vec![v4()], IoUringMode::On)
+    };
+    let mut rx = open(&cfg, RxPath::IoUring);
+    let to = rx.local_addrs()[0];
+    let tx = sender_for(to);
+    let sent: Vec<Vec<u8>> = (0..100).map(payload).collect();
+    for p in &sent {
+        tx.send_to(p, to).unwrap();
+    }
+    let got = collect(&mut rx, sent.len());
+    assert_eq!(got, sent);
+    let stats = rx.stats();
+    assert!(stats.enobufs > 0, "{stats:?}");
+    assert!(stats.rearms >= stats.enobufs, "{stats:?}");
+    assert_eq!(stats.kernel_drops, 0);
+    for i in 0..10u8 {
+        tx.send_to(&[i; 64], to).unwrap();
+    }
+    let got = collect(&mut rx, 10);
+    assert_eq!(got, (0..10u8).map(|i| vec![i; 64]).collect::<Vec<_>>());
+}
+
+#[test]
+fn largest_udp_datagram_arrives_whole() {
+    for path in paths() {
+        let cfg = RxConfig {
+            max_datagram_size: 65535,
+            buffers: 8,
+            ..config(vec![v4()], IoUringMode::Auto)
+        };
+        let mut rx = open(&cfg, path);
+        let to = rx.local_addrs()[0];
+        let big: Vec<u8> = (0..65507).map(|i| (i % 251) as u8).collect();
+        sender_for(to).send_to(&big, to).unwrap();
+        let got = collect(&mut rx, 1);
+        assert_eq!(got.len(), 1, "{path:?}");
+        assert!(got[0] == big, "{path:?}: payload differs");
+        assert_eq!(rx.stats().truncated, 0);
+    }
+}
+
+#[test]
+fn effective_rcvbuf_is_read_back() {
+    let cfg = RxConfig {
+        rcvbuf: 256 * 1024,
+        ..config(vec![v4()], IoUringMode::Off)
+    };
+    let rx = open(&cfg, RxPath::Recvmmsg);
+    // Linux doubles the request (rmem_max permitting).
+    assert!(
+        rx.effective_rcvbuf() >= 256 * 1024,
+        "{}",
+        rx.effective_rcvbuf()
+    );
+}
+
+#[test]
+fn receiver_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Receiver>();
+}
+
+#[test]
+fn drop_with_traffic_in_flight_is_prompt() {
+    for path in paths() {
+        let mut rx = open(&config(vec![v4()], IoUringMode::Auto), path);
+        let to = rx.local_addrs()[0];
+        let tx = sender_for(to);
+        for i in 0..50 {
+            tx.send_to(&payload(i), to).unwrap();
+        }
+        rx.poll(POLL, &mut |_: &[u8]| {}).unwrap();
+        for i in 0..50 {
+            tx.send_to(&payload(i), to).unwrap();
+        }
+        let start = Instant::now();
+        drop(rx);
+        assert!(start.elapsed() < Duration::from_secs(1), "{path:?}");
+    }
+}
+
+#[test]
+fn ring_entries_round_up_to_a_power_of_two() {
+    assert_eq!(uring::ring_entries(0), 1);
+    assert_eq!(uring::ring_entries(3), 4);
+    assert_eq!(uring::ring_entries(4096), 4096);
+    assert_eq!(uring::ring_entries(1 << 20), 32768);
+}
+
+/// Runs the real `Receiver::open` under `SLUICE_FORCE_IO_URING_FAILURE=1` in
+/// a child process (this test binary again), so the process-global variable
+/// never leaks into tests running in parallel.
+#[test]
+fn env_hook_forces_fallback_in_a_child_process() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "rx::tests::env_hook_child", "--test-threads=1"])
+        .env(FORCE_IO_URING_FAILURE_ENV, "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Does its checks only when the hook is set (i.e. in the child above).
+#[test]
+fn env_hook_child() {
+    if std::env::var_os(FORCE_IO_URING_FAILURE_ENV).is_none() {
+        return;
+    }
+    let rx = Receiver::open(&config(vec![v4()], IoUringMode::Auto)).unwrap();
+    assert_eq!(rx.path(), RxPath::Recvmmsg);
+    assert!(matches!(
+        Receiver::open(&config(vec![v4()], IoUringMode::On)),
+        Err(Error::IoUringUnavailable(_))
+    ));
+}

@@ -1,0 +1,223 @@
+//! Coalescing chunks into POST bodies.
+//!
+//! A body is a list of refcounted chunk `Bytes`, never a copy: four sinks on one
+//! route send the same memory four times. The list is written with vectored
+//! writes by hyper. Only gzip makes a new buffer, because compression has to.
+use std::convert::Infallible;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::batch::Chunk;
+
+/// A body being filled by the collector.
+#[derive(Debug, Default)]
+pub(crate) struct BodyBuilder {
+    parts: Vec<Bytes>,
+    bytes: usize,
+    lines: u64,
+    /// When the first chunk went in; the body is sent `batch_max_age` after it.
+    first_at: Option<Instant>,
+}
+
+impl BodyBuilder {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    pub(crate) fn first_at(&self) -> Option<Instant> {
+        self.first_at
+    }
+
+    /// Whether `chunk` may join this body without pushing it past `size_max`.
+    /// An empty body takes any chunk, so a chunk bigger than the limit travels alone.
+    pub(crate) fn fits(&self, chunk: &Chunk, size_max: usize) -> bool {
+        self.parts.is_empty() || self.bytes + chunk.data.len() <= size_max
+    }
+
+    /// Whether no further chunk can join (even an empty one would be pointless).
+    pub(crate) fn is_full(&self, size_max: usize) -> bool {
+        self.bytes >= size_max
+    }
+
+    pub(crate) fn push(&mut self, chunk: Chunk) {
+        debug_assert!(!chunk.data.is_empty());
+        self.first_at.get_or_insert_with(Instant::now);
+        self.bytes += chunk.data.len();
+        self.lines += u64::from(chunk.lines);
+        self.parts.push(chunk.data);
+    }
+
+    /// Close the body. `gzip_level` 0 sends the chunks as they are; 1..=9
+    /// compresses them into one buffer (on the calling thread: the writer's).
+    pub(crate) fn seal(self, gzip_level: u32) -> Payload {
+        let created = self.first_at.unwrap_or_else(Instant::now);
+        let raw_bytes = self.bytes as u64;
+        let (parts, gzip): (Arc<[Bytes]>, bool) = if gzip_level == 0 {
+            (self.parts.into(), false)
+        } else {
+            (Arc::from([gzip(&self.parts, raw_bytes, gzip_level)]), true)
+        };
+        let wire_bytes = parts.iter().map(|p| p.len() as u64).sum();
+        Payload {
+            parts,
+            wire_bytes,
+            raw_bytes,
+            lines: self.lines,
+            created,
+            gzip,
+        }
+    }
+}
+
+fn gzip(parts: &[Bytes], raw_bytes: u64, level: u32) -> Bytes {
+    let level = flate2::Compression::new(level.clamp(1, 9));
+    // Line protocol compresses well; a quarter of the input is a fair first guess.
+    let capacity = (raw_bytes / 4) as usize + 64;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(capacity), level);
+    for part in parts {
+        // Writing into a Vec cannot fail.
+        encoder.write_all(part).expect("gzip into memory");
+    }
+    Bytes::from(encoder.finish().expect("gzip into memory"))
+}
+
+/// A sealed body: what a request task sends, and sends again on retry.
+#[derive(Clone, Debug)]
+pub(crate) struct Payload {
+    parts: Arc<[Bytes]>,
+    /// Bytes on the wire (after gzip): the Content-Length.
+    pub(crate) wire_bytes: u64,
+    /// Line-protocol bytes before gzip: what `bytes_delivered` counts.
+    pub(crate) raw_bytes: u64,
+    pub(crate) lines: u64,
+    /// When the body's first chunk arrived; retries stop `retry_max_age` after it.
+    pub(crate) created: Instant,
+    pub(crate) gzip: bool,
+}
+
+impl Payload {
+    /// A fresh request body over the same (shared) bytes.
+    pub(crate) fn body(&self) -> PayloadBody {
+        PayloadBody {
+            parts: Arc::clone(&self.parts),
+            next: 0,
+            remaining: self.wire_bytes,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+}
+
+/// An `http_body::Body` that yields each chunk as one data frame.
+#[derive(Debug)]
+pub(crate) struct PayloadBody {
+    parts: Arc<[Bytes]>,
+    next: usize,
+    remaining: u64,
+}
+
+impl Body for PayloadBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        while let Some(part) = this.parts.get(this.next) {
+            this.next += 1;
+            if part.is_empty() {
+                continue;
+            }
+            this.remaining -= part.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(part.clone()))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::Read;
+
+    fn chunk(text: &str) -> Chunk {
+        Chunk {
+            data: Bytes::copy_from_slice(text.as_bytes()),
+            lines: text.matches('\n').count() as u32,
+        }
+    }
+
+    #[test]
+    fn builder_limits_and_shares_bytes() {
+        let mut builder = BodyBuilder::default();
+        let a = chunk("a v=1\n");
+        let b = chunk("b v=2\n");
+        assert!(builder.fits(&a, 10));
+        builder.push(a.clone());
+        assert!(!builder.fits(&b, 10), "6 + 6 > 10");
+        assert!(builder.fits(&b, 12));
+        builder.push(b);
+        assert!(builder.is_full(12));
+        let payload = builder.seal(0);
+        assert_eq!(payload.lines, 2);
+        assert_eq!(payload.raw_bytes, 12);
+        assert_eq!(payload.wire_bytes, 12);
+        // No copy: the first part is the very same memory as the chunk.
+        assert_eq!(payload.parts()[0].as_ptr(), a.data.as_ptr());
+    }
+
+    #[test]
+    fn oversized_chunk_goes_alone() {
+        let builder = BodyBuilder::default();
+        assert!(builder.fits(&chunk("a long line v=1\n"), 4));
+    }
+
+    #[test]
+    fn body_frames_and_gzip() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut builder = BodyBuilder::default();
+        builder.push(chunk("a v=1\n"));
+        builder.push(chunk("b v=2\nc v=3\n"));
+        let plain = builder.seal(0);
+        let body = plain.body();
+        assert_eq!(body.size_hint().exact(), Some(18));
+        let collected = rt.block_on(body.collect()).unwrap().to_bytes();
+        assert_eq!(&collected[..], b"a v=1\nb v=2\nc v=3\n");
+
+        let mut builder = BodyBuilder::default();
+        builder.push(chunk("a v=1\n"));
+        builder.push(chunk("b v=2\nc v=3\n"));
+        let zipped = builder.seal(6);
+        assert!(zipped.gzip);
+        assert_eq!(zipped.raw_bytes, 18);
+        let wire = rt.block_on(zipped.body().collect()).unwrap().to_bytes();
+        assert_eq!(wire.len() as u64, zipped.wire_bytes);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&wire[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "a v=1\nb v=2\nc v=3\n");
+    }
+}

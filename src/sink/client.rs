@@ -1,0 +1,583 @@
+//! HTTP delivery: one keep-alive connection per request task, retries with backoff.
+//!
+//! A request task sends one body at a time and retries it in place, so a failing
+//! backend keeps its tasks busy, the collector stops popping, the queue fills
+//! and the shards count `queue_full` for this sink only.
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::body::{Payload, PayloadBody};
+use super::SinkStats;
+use crate::config::SinkConfig;
+
+/// Largest response body read (to keep the connection reusable and to log errors).
+const RESPONSE_BODY_MAX: usize = 64 * 1024;
+/// Bytes of an error response quoted in the log.
+const RESPONSE_QUOTE_MAX: usize = 200;
+/// At most one failure log line per sink per this interval; the rest are counted.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where a sink writes: parsed once at start.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    /// Host name or IP literal, without IPv6 brackets.
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Set when `host` is an IP literal: connect without a DNS lookup.
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) path_and_query: PathAndQuery,
+    /// Headers sent with every request: Host, Content-Type, User-Agent, Authorization.
+    pub(crate) headers: HeaderMap,
+}
+
+/// Parse `http://host[:port][/path][?query]`. Only plain http; no credentials in the URL
+/// (secrets come from the environment, never from the config file).
+pub(crate) fn parse_url(url: &str) -> anyhow::Result<Endpoint> {
+    let uri: Uri = url
+        .parse()
+        .with_context(|| format!("bad sink url {url:?}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => bail!("sink url {url:?}: scheme {other:?} is not supported (only http)"),
+        None => bail!("sink url {url:?}: no scheme (expected http://host:port/path)"),
+    }
+    let Some(authority) = uri.authority() else {
+        bail!("sink url {url:?}: no host");
+    };
+    if authority.as_str().contains('@') {
+        bail!("sink url {url:?}: credentials in the url are not allowed; use the environment");
+    }
+    let bracketed = authority.host();
+    let host = bracketed
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(bracketed);
+    if host.is_empty() {
+        bail!("sink url {url:?}: empty host");
+    }
+    // No userinfo (refused above), so the authority is the host and maybe `:port`.
+    let port = match authority.as_str()[bracketed.len()..].strip_prefix(':') {
+        None => 80,
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => bail!("sink url {url:?}: bad port {text:?}"),
+        },
+    };
+    let ip = host.parse::<IpAddr>().ok();
+    let path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(authority.as_str()).context("sink url host")?,
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("sluice/", env!("CARGO_PKG_VERSION"))),
+    );
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+        ip,
+        path_and_query,
+        headers,
+    })
+}
+
+/// Prefix of a sink's auth environment variables: `SLUICE_SINK_<NAME>_`, NAME upper-cased
+/// with every non-alphanumeric replaced by `_`.
+pub(crate) fn env_prefix(sink_name: &str) -> String {
+    let name: String = sink_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("SLUICE_SINK_{name}_")
+}
+
+/// The Authorization header from `SLUICE_SINK_<NAME>_USER` + `_PASSWORD` (Basic) or
+/// `SLUICE_SINK_<NAME>_TOKEN` (`Token <t>`, InfluxDB 2). Neither: no header.
+pub(crate) fn auth_from_env(sink_name: &str) -> anyhow::Result<Option<HeaderValue>> {
+    let prefix = env_prefix(sink_name);
+    let var = |suffix: &str| -> anyhow::Result<Option<String>> {
+        let key = format!("{prefix}{suffix}");
+        match std::env::var(&key) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => bail!("{key} is not valid UTF-8"),
+        }
+    };
+    let (user, password, token) = (var("USER")?, var("PASSWORD")?, var("TOKEN")?);
+    let text = match (user, password, token) {
+        (None, None, None) => return Ok(None),
+        (Some(user), Some(password), None) => {
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+        }
+        (None, None, Some(token)) => format!("Token {token}"),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            bail!("sink {sink_name:?}: set both {prefix}USER and {prefix}PASSWORD, or neither")
+        }
+        (Some(_), Some(_), Some(_)) => {
+            bail!("sink {sink_name:?}: set {prefix}TOKEN or {prefix}USER/PASSWORD, not both")
+        }
+    };
+    let mut value = HeaderValue::from_str(&text)
+        .with_context(|| format!("sink {sink_name:?}: credentials are not a valid header"))?;
+    value.set_sensitive(true);
+    Ok(Some(value))
+}
+
+/// Standard base64 with padding (RFC 4648), for Basic auth.
+pub(crate) fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for group in input.chunks(3) {
+        let b = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Retry delay before retry number `step` (0-based): full jitter over
+/// `min(max, initial * 2^step)`.
+pub(crate) fn backoff(initial: Duration, max: Duration, step: u32) -> Duration {
+    let cap = initial.saturating_mul(1u32 << step.min(31)).min(max);
+    let cap_ns = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=cap_ns))
+}
+
+/// Failure logging that stays quiet under a flood: one line per `WARN_INTERVAL`,
+/// saying how many were suppressed in between.
+#[derive(Debug, Default)]
+pub(crate) struct WarnLimiter {
+    state: Mutex<WarnState>,
+}
+
+#[derive(Debug, Default)]
+struct WarnState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimiter {
+    pub(crate) fn warn(&self, sink: &str, message: std::fmt::Arguments<'_>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if state.last.is_some_and(|last| now < last + WARN_INTERVAL) {
+            state.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut state.suppressed);
+        state.last = Some(now);
+        drop(state);
+        tracing::warn!(sink, suppressed, "{message}");
+    }
+}
+
+/// What one attempt came to.
+#[derive(Debug)]
+enum Outcome {
+    /// 2xx.
+    Delivered,
+    /// A status that retrying will not fix (4xx other than 429, 1xx/3xx).
+    Rejected { status: StatusCode, quote: String },
+    /// Connection error, timeout, 5xx or 429.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+        /// A reused keep-alive connection turned out closed (the keep-alive race):
+        /// retry at once on a fresh connection.
+        stale: bool,
+    },
+}
+
+/// A keep-alive connection; its driver task dies with it.
+struct Conn {
+    sender: http1::SendRequest<PayloadBody>,
+    driver: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Everything a request task shares with its siblings.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) stats: Arc<SinkStats>,
+    pub(crate) warn: WarnLimiter,
+    pub(crate) timeout: Duration,
+    pub(crate) retry_max_age: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: &SinkConfig, endpoint: Endpoint, stats: Arc<SinkStats>) -> Self {
+        Shared {
+            name: cfg.name.clone(),
+            endpoint,
+            stats,
+            warn: WarnLimiter::default(),
+            timeout: cfg.timeout,
+            retry_max_age: cfg.retry_max_age,
+            backoff_initial: cfg.retry_backoff_initial,
+            backoff_max: cfg.retry_backoff_max,
+        }
+    }
+}
+
+/// A request task's state: its connection, if it has one.
+pub(crate) struct Requester {
+    shared: Arc<Shared>,
+    conn: Option<Conn>,
+}
+
+impl Requester {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Requester { shared, conn: None }
+    }
+
+    /// Deliver `payload`, retrying until it is delivered, rejected or too old.
+    /// Every outcome settles the payload's lines out of `lines_in_flight`.
+    pub(crate) async fn deliver(&mut self, payload: Payload) {
+        let shared = Arc::clone(&self.shared);
+        let stats = &shared.stats;
+        let expiry = super::later(payload.created, shared.retry_max_age);
+        let mut step = 0u32;
+        let mut attempts = 0u32;
+        loop {
+            if attempts > 0 {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            attempts += 1;
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = match tokio::time::timeout(shared.timeout, self.attempt(&payload)).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    // The connection is in an unknown state: never reuse it.
+                    self.conn = None;
+                    Outcome::Retry {
+                        reason: format!("timed out after {:?}", shared.timeout),
+                        retry_after: None,
+                        stale: false,
+                    }
+                }
+            };
+            let (reason, retry_after) = match outcome {
+                Outcome::Delivered => {
+                    stats
+                        .lines_delivered
+                        .fetch_add(payload.lines, Ordering::Relaxed);
+                    stats
+                        .bytes_delivered
+                        .fetch_add(payload.raw_bytes, Ordering::Relaxed);
+                    settle(stats, &payload);
+                    return;
+                }
+                Outcome::Rejected { status, quote } => {
+                    stats.request_failures.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .lines_rejected
+                        .fetch_add(payload.lines, Ordering::Relaxed);
+                    settle(stats, &payload);
+                    shared.warn.warn(
+                        &shared.name,
+                        format_args!(
+                            "backend rejected a body of {} lines with {status}, dropped: {quote}",
+                            payload.lines
+                        ),
+                    );
+                    return;
+                }
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                    stale,
+                } => {
+                    stats.request_failures.fetch_add(1, Ordering::Relaxed);
+                    if stale {
+                        // The keep-alive race: the backend closed an idle connection
+                        // as we reused it. Not the backend's fault; go again now.
+                        continue;
+                    }
+                    (reason, retry_after)
+                }
+            };
+            let delay = retry_after
+                .unwrap_or_else(|| backoff(shared.backoff_initial, shared.backoff_max, step));
+            step = step.saturating_add(1);
+            if super::later(Instant::now(), delay) > expiry {
+                stats
+                    .lines_gave_up
+                    .fetch_add(payload.lines, Ordering::Relaxed);
+                settle(stats, &payload);
+                shared.warn.warn(
+                    &shared.name,
+                    format_args!(
+                        "gave up on a body of {} lines after {attempts} attempts \
+                         (retry_max_age {:?}): {reason}",
+                        payload.lines, shared.retry_max_age
+                    ),
+                );
+                return;
+            }
+            shared.warn.warn(
+                &shared.name,
+                format_args!("request failed, retrying in {delay:?}: {reason}"),
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One request: (re)connect if needed, send, read the answer.
+    async fn attempt(&mut self, payload: &Payload) -> Outcome {
+        let shared = &*self.shared;
+        if self.conn.as_ref().is_some_and(|c| c.sender.is_closed()) {
+            self.conn = None;
+        }
+        let reused = self.conn.is_some();
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => match connect(&shared.endpoint).await {
+                Ok(conn) => self.conn.insert(conn),
+                Err(reason) => {
+                    return Outcome::Retry {
+                        reason,
+                        retry_after: None,
+                        stale: false,
+                    }
+                }
+            },
+        };
+        if let Err(e) = conn.sender.ready().await {
+            self.conn = None;
+            return Outcome::Retry {
+                reason: format!("connection closed: {e}"),
+                retry_after: None,
+                stale: reused,
+            };
+        }
+        let request = build_request(&shared.endpoint, payload);
+        let response = match conn.sender.send_request(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                self.conn = None;
+                let stale =
+                    reused && (e.is_incomplete_message() || e.is_canceled() || e.is_closed());
+                return Outcome::Retry {
+                    reason: format!("request failed: {e}"),
+                    retry_after: None,
+                    stale,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            parse_retry_after(response.headers())
+        } else {
+            None
+        };
+        // Read the answer to keep the connection usable and to quote errors.
+        let quote = match Limited::new(response.into_body(), RESPONSE_BODY_MAX)
+            .collect()
+            .await
+        {
+            Ok(body) => quote(&body.to_bytes()),
+            Err(_) => {
+                self.conn = None;
+                String::new()
+            }
+        };
+        if status.is_success() {
+            Outcome::Delivered
+        } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            Outcome::Retry {
+                reason: format!("backend answered {status}: {quote}"),
+                retry_after,
+                stale: false,
+            }
+        } else {
+            Outcome::Rejected { status, quote }
+        }
+    }
+}
+
+fn settle(stats: &SinkStats, payload: &Payload) {
+    stats
+        .lines_in_flight
+        .fetch_sub(payload.lines, Ordering::Relaxed);
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<Conn, String> {
+    let stream = match endpoint.ip {
+        Some(ip) => TcpStream::connect((ip, endpoint.port)).await,
+        None => TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await,
+    }
+    .map_err(|e| format!("connect to {}:{}: {e}", endpoint.host, endpoint.port))?;
+    // Bodies are written whole; do not let Nagle hold back the tail.
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::Builder::new()
+        .writev(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("http handshake: {e}"))?;
+    let driver = tokio::spawn(async move {
+        // Its errors surface on the request side.
+        let _ = connection.await;
+    });
+    Ok(Conn { sender, driver })
+}
+
+fn build_request(endpoint: &Endpoint, payload: &Payload) -> Request<PayloadBody> {
+    let mut request = Request::new(payload.body());
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = Uri::from(endpoint.path_and_query.clone());
+    let headers = request.headers_mut();
+    headers.clone_from(&endpoint.headers);
+    headers.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(payload.wire_bytes),
+    );
+    if payload.gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    request
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by InfluxDB and is ignored).
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    text.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn quote(body: &Bytes) -> String {
+    let end = body.len().min(RESPONSE_QUOTE_MAX);
+    String::from_utf8_lossy(&body[..end]).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+            ("user:pa ss", "dXNlcjpwYSBzcw=="),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(base64(input.as_bytes()), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let e = parse_url("http://127.0.0.1:8086/write?db=metrics").unwrap();
+        assert_eq!(e.host, "127.0.0.1");
+        assert_eq!(e.port, 8086);
+        assert!(e.ip.is_some());
+        assert_eq!(e.path_and_query.as_str(), "/write?db=metrics");
+        assert_eq!(e.headers[header::HOST], "127.0.0.1:8086");
+
+        let e = parse_url("http://[::1]:9/api/v2/write?org=o&bucket=b").unwrap();
+        assert_eq!(e.host, "::1");
+        assert_eq!(e.ip, Some("::1".parse().unwrap()));
+        assert_eq!(e.headers[header::HOST], "[::1]:9");
+
+        let e = parse_url("http://influxdb").unwrap();
+        assert_eq!((e.host.as_str(), e.port, e.ip), ("influxdb", 80, None));
+        assert_eq!(e.path_and_query.as_str(), "/");
+
+        for bad in [
+            "https://127.0.0.1/write",
+            "ftp://127.0.0.1/",
+            "127.0.0.1:8086/write",
+            "/write",
+            "http://user:secret@127.0.0.1/write",
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:99999/",
+            "not a url",
+            "",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_prefix("influx-a.b"), "SLUICE_SINK_INFLUX_A_B_");
+        assert_eq!(env_prefix("Kapacitor2"), "SLUICE_SINK_KAPACITOR2_");
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_doubles() {
+        let initial = Duration::from_millis(10);
+        let max = Duration::from_millis(100);
+        for step in 0..40 {
+            let cap = (initial * 2u32.pow(step.min(10))).min(max);
+            for _ in 0..20 {
+                assert!(backoff(initial, max, step) <= cap);
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(parse_retry_after(&headers), None);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(" 3 "));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(3)));
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&headers), None);
+    }
+}

@@ -1,0 +1,386 @@
+//! Prometheus export: a `prometheus-client` collector that sums the shards'
+//! counters and reads the sinks' stats at scrape time.
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::{Layout, LineDrop, ShardCounters, Totals};
+use crate::parse::ParseError;
+use crate::sink::Sink;
+
+/// Everything a scrape needs. Built once at start.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub layout: Layout,
+    pub shards: Vec<Arc<ShardCounters>>,
+    pub sinks: Vec<Arc<Sink>>,
+    pub route_names: Vec<String>,
+    /// Per rule: (index as text, route name).
+    pub rule_labels: Vec<(String, String)>,
+    /// Per shard: `/debug` snapshots.
+    pub debug: Vec<Arc<crate::shard::debug::ShardDebug>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    pub fn totals(&self) -> Totals {
+        Totals::sum(&self.shards, self.layout)
+    }
+
+    /// Every shard has opened its receiver and is polling.
+    pub fn ready(&self) -> bool {
+        !self.shards.is_empty()
+            && self
+                .shards
+                .iter()
+                .all(|s| s.receiving.load(Ordering::Acquire))
+    }
+
+    /// `/debug/cardinality`: measurements summed over shards, top by series
+    /// and top by line rate.
+    pub fn cardinality_json(&self, top: usize) -> String {
+        let mut merged: std::collections::BTreeMap<String, crate::budget::MeasurementStat> =
+            Default::default();
+        for shard in &self.debug {
+            let snapshot = shard.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            for m in &snapshot.measurements {
+                let entry = merged.entry(m.measurement.clone()).or_insert_with(|| {
+                    crate::budget::MeasurementStat {
+                        measurement: m.measurement.clone(),
+                        series: 0,
+                        lines_last_second: 0,
+                        lines_total: 0,
+                        rejected_cardinality: 0,
+                        rejected_rate: 0,
+                    }
+                });
+                entry.series += m.series;
+                entry.lines_last_second += m.lines_last_second;
+                entry.lines_total += m.lines_total;
+                entry.rejected_cardinality += m.rejected_cardinality;
+                entry.rejected_rate += m.rejected_rate;
+            }
+        }
+        let all: Vec<_> = merged.into_values().collect();
+        let mut by_series = all.clone();
+        by_series.sort_by(|a, b| {
+            b.series
+                .cmp(&a.series)
+                .then(a.measurement.cmp(&b.measurement))
+        });
+        by_series.truncate(top);
+        let mut by_rate = all;
+        by_rate.sort_by(|a, b| {
+            b.lines_last_second
+                .cmp(&a.lines_last_second)
+                .then(a.measurement.cmp(&b.measurement))
+        });
+        by_rate.truncate(top);
+        let enabled = self.debug.iter().any(|d| {
+            !d.snapshot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .measurements
+                .is_empty()
+        });
+        serde_json::json!({
+            "note": if enabled { "series counts are per shard, summed" } else { "no cardinality budget configured, or no lines yet" },
+            "top_by_series": by_series,
+            "top_by_line_rate": by_rate,
+        })
+        .to_string()
+    }
+
+    /// `/debug/rejects`: recent rejected lines per reason (rate-limited samples).
+    pub fn rejects_json(&self) -> String {
+        let mut merged: std::collections::BTreeMap<&str, Vec<crate::shard::debug::RejectSample>> =
+            Default::default();
+        for shard in &self.debug {
+            let snapshot = shard.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            for (reason, samples) in &snapshot.rejects {
+                merged
+                    .entry(reason)
+                    .or_default()
+                    .extend(samples.iter().cloned());
+            }
+        }
+        for samples in merged.values_mut() {
+            samples.sort_by_key(|s| std::cmp::Reverse(s.unix_ns));
+        }
+        serde_json::to_string(&merged).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    ConstCounter::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+fn counter_family(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, &str)>, u64)],
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Vec<(&str, &str)>, i64)],
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Telemetry {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let t = self.totals();
+        let e = &mut e;
+        counter(
+            e,
+            "sluice_received_datagrams",
+            "Datagrams received.",
+            t.datagrams,
+        )?;
+        counter(
+            e,
+            "sluice_received_bytes",
+            "Payload bytes received.",
+            t.bytes,
+        )?;
+        counter(
+            e,
+            "sluice_received_lines",
+            "Lines received (blank lines and comments excluded).",
+            t.lines,
+        )?;
+        let drops: Vec<_> = LineDrop::ALL
+            .iter()
+            .zip(&t.dropped)
+            .map(|(r, v)| (vec![("reason", r.as_str())], *v))
+            .collect();
+        counter_family(
+            e,
+            "sluice_dropped_lines",
+            "Lines dropped before reaching a sink queue, by reason. received = routed + dropped.",
+            &drops,
+        )?;
+        let parse: Vec<_> = ParseError::ALL
+            .iter()
+            .zip(&t.parse_errors)
+            .map(|(k, v)| (vec![("kind", k.as_str())], *v))
+            .collect();
+        counter_family(
+            e,
+            "sluice_parse_errors",
+            "Rejected lines by precise parse error.",
+            &parse,
+        )?;
+        let routed: Vec<_> = self
+            .route_names
+            .iter()
+            .zip(&t.routed)
+            .map(|(r, v)| (vec![("route", r.as_str())], *v))
+            .collect();
+        counter_family(
+            e,
+            "sluice_routed_lines",
+            "Lines appended to a route's chunks.",
+            &routed,
+        )?;
+        let rules: Vec<_> = self
+            .rule_labels
+            .iter()
+            .zip(&t.rule_matches)
+            .map(|((i, r), v)| (vec![("rule", i.as_str()), ("route", r.as_str())], *v))
+            .collect();
+        counter_family(
+            e,
+            "sluice_rule_matches",
+            "Lines matched by each rule (first match wins).",
+            &rules,
+        )?;
+        counter_family(
+            e,
+            "sluice_dropped_datagrams",
+            "Datagrams dropped whole, by reason.",
+            &[(vec![("reason", "truncated")], t.truncated)],
+        )?;
+        counter(
+            e,
+            "sluice_kernel_drops",
+            "Datagrams the kernel dropped on sluice's sockets before user space (SO_RXQ_OVFL).",
+            t.kernel_drops,
+        )?;
+        counter(
+            e,
+            "sluice_dead_lettered_lines",
+            "Rejected lines also sent to the dead-letter route (they stay counted as dropped).",
+            t.dead_lettered,
+        )?;
+        counter(
+            e,
+            "sluice_rx_enobufs",
+            "io_uring receives that found no free buffer.",
+            t.enobufs,
+        )?;
+        counter(
+            e,
+            "sluice_rx_rearms",
+            "io_uring multishot receives re-armed.",
+            t.rearms,
+        )?;
+        let (mut uring, mut mmsg) = (0i64, 0i64);
+        for s in &self.shards {
+            match s.path.load(Ordering::Relaxed) {
+                1 => uring += 1,
+                2 => mmsg += 1,
+                _ => {}
+            }
+        }
+        gauge_family(
+            e,
+            "sluice_rx_path_shards",
+            "Shards receiving on each path.",
+            &[
+                (vec![("path", "io_uring")], uring),
+                (vec![("path", "recvmmsg")], mmsg),
+            ],
+        )?;
+        gauge(
+            e,
+            "sluice_shards",
+            "Receive shards.",
+            self.shards.len() as i64,
+        )?;
+
+        let names: Vec<&str> = self.sinks.iter().map(|s| s.name.as_str()).collect();
+        let per_sink = |f: &dyn Fn(usize, &Sink) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
+            self.sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (vec![("sink", names[i])], f(i, s)))
+                .collect()
+        };
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        counter_family(
+            e,
+            "sluice_sink_enqueued_lines",
+            "Lines queued for each sink.",
+            &per_sink(&|i, _| t.sink_enqueued[i]),
+        )?;
+        counter_family(
+            e,
+            "sluice_sink_lines",
+            "Lines delivered to each sink (2xx).",
+            &per_sink(&|_, s| load(&s.stats.lines_delivered)),
+        )?;
+        counter_family(
+            e,
+            "sluice_sink_bytes",
+            "Body bytes delivered to each sink (before compression).",
+            &per_sink(&|_, s| load(&s.stats.bytes_delivered)),
+        )?;
+        counter_family(
+            e,
+            "sluice_sink_requests",
+            "HTTP requests attempted.",
+            &per_sink(&|_, s| load(&s.stats.requests)),
+        )?;
+        counter_family(
+            e,
+            "sluice_sink_request_failures",
+            "HTTP requests that failed (connection, timeout, non-2xx).",
+            &per_sink(&|_, s| load(&s.stats.request_failures)),
+        )?;
+        counter_family(
+            e,
+            "sluice_sink_retries",
+            "HTTP requests that were retries.",
+            &per_sink(&|_, s| load(&s.stats.retries)),
+        )?;
+        let mut sink_drops = Vec::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            for (reason, v) in [
+                ("queue_full", t.sink_queue_full[i]),
+                ("sink_gave_up", load(&s.stats.lines_gave_up)),
+                ("sink_rejected", load(&s.stats.lines_rejected)),
+                ("shutdown", load(&s.stats.lines_shutdown)),
+            ] {
+                sink_drops.push((vec![("sink", names[i]), ("reason", reason)], v));
+            }
+        }
+        counter_family(
+            e,
+            "sluice_sink_dropped_lines",
+            "Lines a sink did not deliver, by reason.",
+            &sink_drops,
+        )?;
+        let depth: Vec<_> = self
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (vec![("sink", names[i])], s.queue_len() as i64))
+            .collect();
+        gauge_family(
+            e,
+            "sluice_sink_queue_depth",
+            "Chunks waiting in each sink's queue.",
+            &depth,
+        )?;
+        let in_flight: Vec<_> = self
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                (
+                    vec![("sink", names[i])],
+                    load(&s.stats.lines_in_flight) as i64,
+                )
+            })
+            .collect();
+        gauge_family(
+            e,
+            "sluice_sink_lines_in_flight",
+            "Lines taken from the queue and not yet delivered or dropped.",
+            &in_flight,
+        )?;
+        Ok(())
+    }
+}

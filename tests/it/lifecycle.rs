@@ -1,0 +1,157 @@
+//! Start-up, configuration errors, the admin server and orderly shutdown.
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn shutdown_delivers_everything_still_buffered() {
+    let sink = HttpSink::start(Behaviour::Ok);
+    // Long ages: nothing would be sent before the SIGTERM without the final drain.
+    let config = format!(
+        "{}{}",
+        base_config("auto").replace("max_age = \"20ms\"", "max_age = \"1h\""),
+        sink_config("s", &sink.url(), &["*"])
+            .replace("batch_max_age = \"50ms\"", "batch_max_age = \"1h\"")
+    );
+    let mut s = Sluice::start(&config);
+    let lines = make_lines("cpu", 2000, "");
+    send_lines(s.udp[0], &lines, 1400);
+    // Wait until every line is received (not yet delivered).
+    assert!(wait_until(Duration::from_secs(10), || {
+        s.metrics().get("sluice_received_lines_total") >= lines.len() as u64
+    }));
+    assert_eq!(
+        sink.line_count(),
+        0,
+        "nothing should be delivered before shutdown"
+    );
+    assert_eq!(s.terminate(), 0);
+    assert_eq!(sorted(sink.lines()), sorted(lines));
+}
+
+#[test]
+fn shutdown_with_a_hanging_sink_still_exits_in_time() {
+    let hanging = HttpSink::start(Behaviour::Hang);
+    let config = format!(
+        "{}{}",
+        base_config("auto").replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"1s\""),
+        sink_config("h", &hanging.url(), &["*"]).replace("timeout = \"2s\"", "timeout = \"30s\"")
+    );
+    let mut s = Sluice::start(&config);
+    send_lines(s.udp[0], &make_lines("cpu", 100, ""), 1400);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert_eq!(s.terminate(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        s.stderr().contains("not delivered"),
+        "stderr: {}",
+        s.stderr()
+    );
+}
+
+#[test]
+fn admin_endpoints() {
+    let s = Sluice::start(&base_config("auto"));
+    assert_eq!(http_get(s.admin, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(s.admin, "/readyz").unwrap().0, 200);
+    assert_eq!(http_get(s.admin, "/nope").unwrap().0, 404);
+    let (status, body) = http_get(s.admin, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    for name in [
+        "sluice_received_datagrams_total",
+        "sluice_received_bytes_total",
+        "sluice_received_lines_total",
+        "sluice_dropped_lines_total{reason=\"parse_error\"}",
+        "sluice_kernel_drops_total",
+        "sluice_rx_path_shards",
+        "sluice_parse_errors_total{kind=\"bad_field\"}",
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    // With no sink, lines are dropped with reason no_sink, still counted.
+    send_lines(s.udp[0], &make_lines("cpu", 10, ""), 1400);
+    assert!(wait_until(Duration::from_secs(5), || {
+        s.metrics()
+            .get("sluice_dropped_lines_total{reason=\"no_sink\"}")
+            == 10
+    }));
+}
+
+#[test]
+fn bad_config_refuses_to_start_and_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("sluice-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[listen]\nshards = 2\nio_uring = \"sometimes\"\n").unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listen.io_uring"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+
+    std::fs::write(&path, "[sink]\nname = 1\n").unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn check_prints_the_rule_table() {
+    let dir = std::env::temp_dir().join(format!("sluice-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ok.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\ntype = \"basic\"\nmatch = \"cpu\"\nroute = \"cpu\"\n[[sink]]\nname = \"a\"\nurl = \"http://127.0.0.1:8086/write?db=x\"\nroutes = [\"cpu\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[0] basic    measurement == \"cpu\"  -> route \"cpu\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"junk\" -> (no sink"), "{stdout}");
+}
+
+#[test]
+fn print_default_config_is_the_embedded_default_and_checks() {
+    let out = Command::new(sluice_bin())
+        .arg("print-default-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("udp = [\"0.0.0.0:8089\"]"));
+    assert!(text.contains("http://127.0.0.1:8086/write?db=telegraf"));
+    let path = std::env::temp_dir().join(format!("sluice-default-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(sluice_bin())
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
