@@ -97,6 +97,30 @@ fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Index of the first non-digit at or after `i`. Field values are short, so
+/// one eight-byte step usually settles it without a mispredicted loop exit.
+#[inline(always)]
+fn skip_digits(b: &[u8], mut i: usize) -> usize {
+    let n = b.len();
+    while i + 8 <= n {
+        let x = load8(b, i);
+        // A byte is a digit iff its high nibble is 3 and adding 6 keeps it so.
+        let odd = ((x & 0xF0F0_F0F0_F0F0_F0F0) ^ 0x3030_3030_3030_3030)
+            | ((x.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0)
+                ^ 0x3030_3030_3030_3030);
+        // High bit of each non-zero byte of `odd`, without cross-byte carries.
+        let hit = (((odd & !HIGHS) + !HIGHS) | odd) & HIGHS;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && class(b[i]) & DIGIT != 0 {
+        i += 1;
+    }
+    i
+}
+
 /// Whether all eight bytes of `x` are ASCII digits.
 #[inline(always)]
 fn all_digits(x: u64) -> bool {
@@ -408,9 +432,7 @@ pub(super) fn scan_number(b: &[u8], mut i: usize) -> Result<(usize, Number), Par
         i += 1;
     }
     let int_start = i;
-    while i < n && class(b[i]) & DIGIT != 0 {
-        i += 1;
-    }
+    i = skip_digits(b, i);
     let int_digits = i - int_start;
     let Some(&next) = b.get(i) else {
         return if int_digits == 0 {
@@ -441,9 +463,7 @@ pub(super) fn scan_number(b: &[u8], mut i: usize) -> Result<(usize, Number), Par
     if b[i] == b'.' {
         i += 1;
         let frac_start = i;
-        while i < n && class(b[i]) & DIGIT != 0 {
-            i += 1;
-        }
+        i = skip_digits(b, i);
         frac_digits = i - frac_start;
     }
     if int_digits + frac_digits == 0 {
@@ -642,6 +662,20 @@ mod tests {
             let from = from.min(bytes.len());
             prop_assert_eq!(skip_plain::<true>(&bytes, from), skip_scalar(&bytes, from, KEY));
             prop_assert_eq!(skip_plain::<false>(&bytes, from), skip_scalar(&bytes, from, MEAS));
+        }
+
+        #[test]
+        fn skip_digits_matches_table(
+            bytes in proptest::collection::vec(
+                prop_oneof![4 => b'0'..=b'9', 1 => any::<u8>()], 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            let mut end = from;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            prop_assert_eq!(skip_digits(&bytes, from), end);
         }
 
         #[test]
