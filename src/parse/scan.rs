@@ -627,7 +627,8 @@ fn scan_timestamp(b: &[u8], mut i: usize) -> Result<i64, ParseError> {
     if j != n {
         return Err(ParseError::BadTimestamp);
     }
-    if digits > 18 {
+    // Up to 19 digits are below 10^19 < 2^64, so the wrapping sum is exact.
+    if digits > 19 {
         value = parse_magnitude(&b[start..i]).ok_or(ParseError::BadTimestamp)?;
     }
     // TIMESTAMP_MAX = 2^63 - 2 and TIMESTAMP_MIN = -(2^63 - 2): symmetric.
