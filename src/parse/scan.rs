@@ -73,7 +73,7 @@ fn load8(b: &[u8], i: usize) -> u64 {
 /// tag values, field keys; a measurement may hold a bare `=`, case 17).
 /// Eight bytes per step while they last, then the class table.
 #[inline(always)]
-fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
     let n = b.len();
     while i + 8 <= n {
         let x = load8(b, i);
