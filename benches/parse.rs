@@ -134,7 +134,10 @@ criterion_group!(benches, bench);
 /// `perf stat -e cycles:u` (cycles per byte), which a shared machine's
 /// scheduling noise does not disturb the way it disturbs wall time.
 fn main() {
-    if let Some(loops) = std::env::var("PARSE_LOOPS").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(loops) = std::env::var("PARSE_LOOPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let datagrams = corpus();
         let bytes: usize = datagrams.iter().map(Vec::len).sum();
         let lines: Vec<&[u8]> = datagrams
