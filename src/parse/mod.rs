@@ -133,6 +133,7 @@ pub struct Line<'a> {
 impl<'a> Line<'a> {
     /// The escaped series key as written: measurement plus tag section
     /// (`cpu,host=a`), without leading spaces. Tags are not sorted.
+    /// Expects a `Line` from `scan_line`/`lines` (its slices point into `raw`).
     pub fn series_key(&self) -> &'a [u8] {
         let base = self.raw.as_ptr() as usize;
         let start = self.measurement.as_ptr() as usize - base;
@@ -227,6 +228,8 @@ impl<'a> Iterator for Lines<'a> {
         }
     }
 }
+
+impl std::iter::FusedIterator for Lines<'_> {}
 
 enum Kind {
     Blank,

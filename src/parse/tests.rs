@@ -703,6 +703,37 @@ fn n5_1_empty_datagrams() {
 }
 
 #[test]
+fn n5_2_full_size_datagram() {
+    let line = b"cpu,host=server042,region=us-west-2 usage_user=12.5,usage_idle=84.25 1700000000123456789\n";
+    let mut datagram = Vec::new();
+    while datagram.len() + line.len() + 10 <= 65_507 {
+        datagram.extend_from_slice(line);
+    }
+    let count = datagram.len() / line.len();
+    // Fill to exactly 65,507 bytes with one last line, no final newline.
+    let last = format!("m v={}", "1".repeat(65_507 - datagram.len() - 4));
+    datagram.extend_from_slice(last.as_bytes());
+    assert_eq!(datagram.len(), 65_507);
+    let items: Vec<_> = lines(&datagram).collect();
+    assert_eq!(items.len(), count + 1);
+    assert!(items.iter().all(|i| matches!(i, Item::Line(_))));
+}
+
+#[test]
+fn n5_3_split_line_halves_rejected() {
+    check_datagram(b"cpu,host=a value", &["Err(NoFields) cpu,host=a value"]);
+    check_datagram(
+        b"=1 1700000000000000000",
+        &["Err(NoFields) =1 1700000000000000000"],
+    );
+    check_datagram(b"cpu,host=a val", &["Err(NoFields) cpu,host=a val"]);
+    check_datagram(
+        b"ue=1 1700000000000000000",
+        &["Err(NoFields) ue=1 1700000000000000000"],
+    );
+}
+
+#[test]
 fn n5_4_garbage_lines() {
     check_datagram(
         b"m v=1\n\x00\x00\x00\n\xff\xfe\xfd\nm v=2\n\x00garbage v=1\n",
