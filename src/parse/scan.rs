@@ -268,7 +268,9 @@ fn scan_tags(b: &[u8], mut i: usize) -> Result<usize, ParseError> {
         let key = &b[key_start..i];
         if count < TAGS_TRACKED_MAX {
             for &(s, e) in &keys[..count] {
-                if &b[s as usize..e as usize] == key {
+                let seen = &b[s as usize..e as usize];
+                // Length and first byte settle almost every pair without a memcmp call.
+                if seen.len() == key.len() && seen[0] == key[0] && seen == key {
                     return Err(ParseError::DuplicateTag);
                 }
             }
@@ -384,15 +386,22 @@ pub(super) fn scan_value(b: &[u8], i: usize) -> Result<usize, ParseError> {
     let Some(&first) = b.get(i) else {
         return Err(ParseError::BadField);
     };
-    let end = match first {
-        b'0'..=b'9' | b'-' | b'.' => scan_number(b, i)?.0,
-        b'"' => scan_string(b, i + 1)?,
-        b't' | b'T' | b'f' | b'F' => scan_bool(b, i)?.0,
-        _ => return Err(unknown_value(&b[i..])),
-    };
+    match first {
+        // scan_number checks what follows the number itself.
+        b'0'..=b'9' | b'-' | b'.' => Ok(scan_number(b, i)?.0),
+        b'"' => end_of_value(b, scan_string(b, i + 1)?),
+        // scan_bool stops only at the end, `,` or a space.
+        b't' | b'T' | b'f' | b'F' => Ok(scan_bool(b, i)?.0),
+        _ => Err(unknown_value(&b[i..])),
+    }
+}
+
+/// A string value must be followed by `,`, a space or the end of the line:
+/// `"test""`, `"blah"=123` are not (case 55).
+#[inline(always)]
+fn end_of_value(b: &[u8], end: usize) -> Result<usize, ParseError> {
     match b.get(end) {
         None | Some(b',' | b' ') => Ok(end),
-        // `"test""`, `"blah"=123` (case 55).
         Some(_) => Err(ParseError::BadField),
     }
 }
