@@ -560,7 +560,7 @@ fn check_int_range(digits: &[u8], negative: bool, unsigned: bool) -> Result<(), 
 }
 
 /// Decimal digits to u64, `None` on overflow. Leading zeros are fine (case 4).
-pub(super) fn parse_magnitude(digits: &[u8]) -> Option<u64> {
+fn parse_magnitude(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)?.checked_add((d - b'0') as u64)
     })
