@@ -258,6 +258,11 @@ fn join_lines(rest: &[u8], first_end: usize) -> Option<(Line<'_>, &[u8])> {
             return None;
         }
         end = memchr::memchr(b'\n', &rest[from..]).map_or(rest.len(), |p| from + p);
+        // A line with no quote cannot close the string: skip the rescan, so a
+        // hostile run of open quotes costs a memchr per line, not a scan.
+        if memchr::memchr(b'"', &rest[from..end]).is_none() {
+            continue;
+        }
         match scan_line(strip_cr(&rest[..end])) {
             Ok(l) => return Some((l, rest.get(end + 1..).unwrap_or(&[]))),
             Err(ParseError::UnterminatedString) => continue,

@@ -668,6 +668,11 @@ fn split_multiline_string() {
             "cpu | | value=S(y) | -",
         ],
     );
+    // Lines without a quote are joined without a rescan of their own.
+    check_datagram(
+        b"m v=\"a\nb\nc\",w=1i\n",
+        &["m | | v=S(a<LF>b<LF>c) w=I(1) | -"],
+    );
     // No join past LINE_SPAN_MAX physical lines.
     let long = format!("m v=\"{}\"\nm v=1", "a\n".repeat(LINE_SPAN_MAX));
     let items: Vec<_> = lines(long.as_bytes()).collect();
@@ -679,6 +684,21 @@ fn split_multiline_string() {
         }
     ));
     assert!(matches!(items.last(), Some(Item::Line(_))));
+}
+
+#[test]
+fn split_many_open_quotes() {
+    // Every line opens a string that never closes: each is rejected alone.
+    let datagram = "m v=\"x\n".repeat(4000);
+    let items: Vec<_> = lines(datagram.as_bytes()).collect();
+    assert_eq!(items.len(), 4000);
+    assert!(items.iter().all(|i| matches!(
+        i,
+        Item::Reject {
+            error: ParseError::UnterminatedString,
+            ..
+        }
+    )));
 }
 
 #[test]
