@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench parse`; figures are MB/s of line-protocol text.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, Criterion, Throughput};
 use sluice::parse;
 
 /// Deterministic corpus: ~1 MB of lines in datagrams of at most 64,000 bytes.
@@ -129,4 +129,30 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `PARSE_LOOPS=N` runs `scan_line` over the corpus N times and exits, for
+/// `perf stat -e cycles:u` (cycles per byte), which a shared machine's
+/// scheduling noise does not disturb the way it disturbs wall time.
+fn main() {
+    if let Some(loops) = std::env::var("PARSE_LOOPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let datagrams = corpus();
+        let bytes: usize = datagrams.iter().map(Vec::len).sum();
+        let lines: Vec<&[u8]> = datagrams
+            .iter()
+            .flat_map(|d| d.split(|&b| b == b'\n').filter(|l| !l.is_empty()))
+            .collect();
+        let mut ok = 0usize;
+        for _ in 0..loops {
+            for line in &lines {
+                ok += parse::scan_line(black_box(line)).is_ok() as usize;
+            }
+        }
+        println!("bytes={} ok={ok}", bytes * loops);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -5,6 +5,7 @@
 //! followed by a byte of the set is dropped, every other backslash is kept.
 //! The two agree because the patterns cannot overlap (cases 24–27).
 
+use super::scan::skip_plain;
 use super::Escape;
 
 /// Whether `b` is in the escape set of `kind`.
@@ -97,16 +98,51 @@ pub fn tags(tag_section: &[u8]) -> Tags<'_> {
     Tags { rest: tag_section }
 }
 
-/// First `needle` in `hay` whose previous byte is not a backslash.
+/// First `needle` (`=` or `,`) in `hay` whose previous byte is not a
+/// backslash. Walks the section like the scanner does: plain runs eight
+/// bytes at a time, and a backslash escapes a run of backslashes and the byte
+/// after it. Short haystacks make this cheaper than a `memchr` call per token.
 #[inline]
 fn find_unescaped(hay: &[u8], needle: u8) -> Option<usize> {
-    let mut from = 0;
-    while let Some(p) = memchr::memchr(needle, &hay[from..]) {
-        let at = from + p;
-        if at == 0 || hay[at - 1] != b'\\' {
-            return Some(at);
+    let n = hay.len();
+    let mut i = 0;
+    loop {
+        i = skip_plain::<true>(hay, i);
+        if i >= n {
+            return None;
         }
-        from = at + 1;
+        let b = hay[i];
+        if b == needle {
+            return Some(i);
+        }
+        i += 1;
+        if b == b'\\' {
+            while i < n && hay[i] == b'\\' {
+                i += 1;
+            }
+            i += 1;
+        }
     }
-    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn find_unescaped_is_the_previous_byte_rule(
+            hay in proptest::collection::vec(prop::sample::select(
+                &[b'a', b'=', b',', b'\\', b' ', 0u8, 0xc3][..]), 0..40),
+        ) {
+            for needle in [b'=', b','] {
+                let expected = (0..hay.len())
+                    .find(|&p| hay[p] == needle && (p == 0 || hay[p - 1] != b'\\'));
+                prop_assert_eq!(find_unescaped(&hay, needle), expected);
+            }
+        }
+    }
 }

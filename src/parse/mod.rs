@@ -133,6 +133,7 @@ pub struct Line<'a> {
 impl<'a> Line<'a> {
     /// The escaped series key as written: measurement plus tag section
     /// (`cpu,host=a`), without leading spaces. Tags are not sorted.
+    /// Expects a `Line` from `scan_line`/`lines` (its slices point into `raw`).
     pub fn series_key(&self) -> &'a [u8] {
         let base = self.raw.as_ptr() as usize;
         let start = self.measurement.as_ptr() as usize - base;
@@ -228,6 +229,8 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
+impl std::iter::FusedIterator for Lines<'_> {}
+
 enum Kind {
     Blank,
     Comment,
@@ -255,6 +258,11 @@ fn join_lines(rest: &[u8], first_end: usize) -> Option<(Line<'_>, &[u8])> {
             return None;
         }
         end = memchr::memchr(b'\n', &rest[from..]).map_or(rest.len(), |p| from + p);
+        // A line with no quote cannot close the string: skip the rescan, so a
+        // hostile run of open quotes costs a memchr per line, not a scan.
+        if memchr::memchr(b'"', &rest[from..end]).is_none() {
+            continue;
+        }
         match scan_line(strip_cr(&rest[..end])) {
             Ok(l) => return Some((l, rest.get(end + 1..).unwrap_or(&[]))),
             Err(ParseError::UnterminatedString) => continue,

@@ -73,7 +73,7 @@ fn load8(b: &[u8], i: usize) -> u64 {
 /// tag values, field keys; a measurement may hold a bare `=`, case 17).
 /// Eight bytes per step while they last, then the class table.
 #[inline(always)]
-fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
     let n = b.len();
     while i + 8 <= n {
         let x = load8(b, i);
@@ -92,6 +92,30 @@ fn skip_plain<const KEY_RUN: bool>(b: &[u8], mut i: usize) -> usize {
     }
     let mask = if KEY_RUN { KEY } else { MEAS };
     while i < n && class(b[i]) & mask == 0 {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the first non-digit at or after `i`. Field values are short, so
+/// one eight-byte step usually settles it without a mispredicted loop exit.
+#[inline(always)]
+fn skip_digits(b: &[u8], mut i: usize) -> usize {
+    let n = b.len();
+    while i + 8 <= n {
+        let x = load8(b, i);
+        // A byte is a digit iff its high nibble is 3 and adding 6 keeps it so.
+        let odd = ((x & 0xF0F0_F0F0_F0F0_F0F0) ^ 0x3030_3030_3030_3030)
+            | ((x.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0)
+                ^ 0x3030_3030_3030_3030);
+        // High bit of each non-zero byte of `odd`, without cross-byte carries.
+        let hit = (((odd & !HIGHS) + !HIGHS) | odd) & HIGHS;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && class(b[i]) & DIGIT != 0 {
         i += 1;
     }
     i
@@ -244,7 +268,9 @@ fn scan_tags(b: &[u8], mut i: usize) -> Result<usize, ParseError> {
         let key = &b[key_start..i];
         if count < TAGS_TRACKED_MAX {
             for &(s, e) in &keys[..count] {
-                if &b[s as usize..e as usize] == key {
+                let seen = &b[s as usize..e as usize];
+                // Length and first byte settle almost every pair without a memcmp call.
+                if seen.len() == key.len() && seen[0] == key[0] && seen == key {
                     return Err(ParseError::DuplicateTag);
                 }
             }
@@ -360,15 +386,22 @@ pub(super) fn scan_value(b: &[u8], i: usize) -> Result<usize, ParseError> {
     let Some(&first) = b.get(i) else {
         return Err(ParseError::BadField);
     };
-    let end = match first {
-        b'0'..=b'9' | b'-' | b'.' => scan_number(b, i)?.0,
-        b'"' => scan_string(b, i + 1)?,
-        b't' | b'T' | b'f' | b'F' => scan_bool(b, i)?.0,
-        _ => return Err(unknown_value(&b[i..])),
-    };
+    match first {
+        // scan_number checks what follows the number itself.
+        b'0'..=b'9' | b'-' | b'.' => Ok(scan_number(b, i)?.0),
+        b'"' => end_of_value(b, scan_string(b, i + 1)?),
+        // scan_bool stops only at the end, `,` or a space.
+        b't' | b'T' | b'f' | b'F' => Ok(scan_bool(b, i)?.0),
+        _ => Err(unknown_value(&b[i..])),
+    }
+}
+
+/// A string value must be followed by `,`, a space or the end of the line:
+/// `"test""`, `"blah"=123` are not (case 55).
+#[inline(always)]
+fn end_of_value(b: &[u8], end: usize) -> Result<usize, ParseError> {
     match b.get(end) {
         None | Some(b',' | b' ') => Ok(end),
-        // `"test""`, `"blah"=123` (case 55).
         Some(_) => Err(ParseError::BadField),
     }
 }
@@ -408,9 +441,7 @@ pub(super) fn scan_number(b: &[u8], mut i: usize) -> Result<(usize, Number), Par
         i += 1;
     }
     let int_start = i;
-    while i < n && class(b[i]) & DIGIT != 0 {
-        i += 1;
-    }
+    i = skip_digits(b, i);
     let int_digits = i - int_start;
     let Some(&next) = b.get(i) else {
         return if int_digits == 0 {
@@ -441,9 +472,7 @@ pub(super) fn scan_number(b: &[u8], mut i: usize) -> Result<(usize, Number), Par
     if b[i] == b'.' {
         i += 1;
         let frac_start = i;
-        while i < n && class(b[i]) & DIGIT != 0 {
-            i += 1;
-        }
+        i = skip_digits(b, i);
         frac_digits = i - frac_start;
     }
     if int_digits + frac_digits == 0 {
@@ -531,7 +560,7 @@ fn check_int_range(digits: &[u8], negative: bool, unsigned: bool) -> Result<(), 
 }
 
 /// Decimal digits to u64, `None` on overflow. Leading zeros are fine (case 4).
-pub(super) fn parse_magnitude(digits: &[u8]) -> Option<u64> {
+fn parse_magnitude(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &d| {
         acc.checked_mul(10)?.checked_add((d - b'0') as u64)
     })
@@ -607,7 +636,8 @@ fn scan_timestamp(b: &[u8], mut i: usize) -> Result<i64, ParseError> {
     if j != n {
         return Err(ParseError::BadTimestamp);
     }
-    if digits > 18 {
+    // Up to 19 digits are below 10^19 < 2^64, so the wrapping sum is exact.
+    if digits > 19 {
         value = parse_magnitude(&b[start..i]).ok_or(ParseError::BadTimestamp)?;
     }
     // TIMESTAMP_MAX = 2^63 - 2 and TIMESTAMP_MIN = -(2^63 - 2): symmetric.
@@ -642,6 +672,20 @@ mod tests {
             let from = from.min(bytes.len());
             prop_assert_eq!(skip_plain::<true>(&bytes, from), skip_scalar(&bytes, from, KEY));
             prop_assert_eq!(skip_plain::<false>(&bytes, from), skip_scalar(&bytes, from, MEAS));
+        }
+
+        #[test]
+        fn skip_digits_matches_table(
+            bytes in proptest::collection::vec(
+                prop_oneof![4 => b'0'..=b'9', 1 => any::<u8>()], 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            let mut end = from;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            prop_assert_eq!(skip_digits(&bytes, from), end);
         }
 
         #[test]
