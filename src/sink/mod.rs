@@ -77,7 +77,13 @@ impl Sink {
     /// the caller counts it as `queue_full` for this sink.
     pub fn offer(&self, chunk: Chunk) -> Result<(), Chunk> {
         self.queue.push(chunk)?;
-        self.wake.notify_one();
+        // Wake the collector only on the empty -> non-empty edge: it pops
+        // until the queue is empty before it waits, so a push onto a
+        // non-empty queue is always seen. Saves a cross-thread wake-up per
+        // chunk per sink under load.
+        if self.queue.len() <= 1 {
+            self.wake.notify_one();
+        }
         Ok(())
     }
     /// Chunks waiting in the queue.
