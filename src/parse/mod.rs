@@ -21,6 +21,7 @@
 //! `unescape_into`/`unescape_str_into`, which append to a caller's buffer.
 
 mod escape;
+mod fast;
 mod field;
 mod scan;
 #[cfg(test)]
@@ -286,5 +287,8 @@ pub fn lines(datagram: &[u8]) -> Lines<'_> {
 
 /// Scan one line (without its line ending).
 pub fn scan_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
-    scan::scan_line(line)
+    match fast::scan(line) {
+        Some(l) => Ok(l),
+        None => scan::scan_line(line),
+    }
 }

@@ -64,7 +64,7 @@ fn zero_bytes(x: u64) -> u64 {
 }
 
 #[inline(always)]
-fn load8(b: &[u8], i: usize) -> u64 {
+pub(super) fn load8(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
 }
 
@@ -130,7 +130,7 @@ fn all_digits(x: u64) -> bool {
 
 /// Value of eight ASCII digits, the first in the lowest byte.
 #[inline(always)]
-fn parse8(x: u64) -> u64 {
+pub(super) fn parse8(x: u64) -> u64 {
     let x = x - 0x3030_3030_3030_3030;
     let x = (x.wrapping_mul(10) + (x >> 8)) & 0x00FF_00FF_00FF_00FF;
     let x = (x.wrapping_mul(100) + (x >> 16)) & 0x0000_FFFF_0000_FFFF;

@@ -1,0 +1,521 @@
+//! The fast path of the scanner, for the lines fleets actually send: short,
+//! printable ASCII, no backslash, no quote (so no escapes and no string
+//! fields), single spaces, numbers without exponents.
+//!
+//! It classifies the whole line sixteen bytes at a time into one bitmask of
+//! structural bytes (space, `,`, `=`), rejects to the full scanner on any
+//! byte it does not handle (quote, backslash, control, DEL, non-ASCII), then
+//! walks the structure bit by bit instead of byte by byte. It never reports
+//! an error: anything unusual or invalid returns `None` and the full scanner
+//! (`scan::scan_line`) decides, so the precise error reasons and every edge
+//! case live in one place.
+//!
+//! Invariant (tested against the full scanner): `scan(l) == Some(x)` implies
+//! `scan::scan_line(l) == Ok(x)`.
+
+use super::{scan, Line};
+
+/// Longest line the fast path takes (keeps the masks on the stack; such lines
+/// are far below `KEY_LEN_MAX`, so the key-length check cannot fire).
+const LEN_MAX: usize = 1024;
+const BLOCKS_MAX: usize = LEN_MAX / 64;
+/// Tags remembered for the duplicate check; more go to the full scanner.
+const TAGS_MAX: usize = 16;
+/// Integer digits that always fit i64/u64 (as `check_int_range`).
+const INT_DIGITS_MAX: usize = 18;
+
+/// Scan `raw` if it is a plain valid line; `None` means "ask the full scanner".
+#[inline]
+pub(super) fn scan(raw: &[u8]) -> Option<Line<'_>> {
+    let n = raw.len();
+    if n == 0 || n > LEN_MAX {
+        return None;
+    }
+    let mut masks = Masks {
+        structural: [0; BLOCKS_MAX],
+        digits: [0; BLOCKS_MAX],
+        blocks: n.div_ceil(64),
+    };
+    if !classify(raw, &mut masks) {
+        return None;
+    }
+    walk(raw, &masks)
+}
+
+/// Per 64-byte block of a line: which bytes are structural (space, `,`,
+/// `=`) and which are ASCII digits.
+struct Masks {
+    structural: [u64; BLOCKS_MAX],
+    digits: [u64; BLOCKS_MAX],
+    blocks: usize,
+}
+
+impl Masks {
+    /// Digit bits of `len` (1..=64) bytes from `start`, bit 0 = `start`.
+    #[inline(always)]
+    fn digits(&self, start: usize, len: usize) -> u64 {
+        let (block, offset) = (start / 64, start % 64);
+        let mut bits = self.digits[block] >> offset;
+        if offset != 0 && block + 1 < self.blocks {
+            bits |= self.digits[block + 1] << (64 - offset);
+        }
+        bits & ones(len)
+    }
+}
+
+/// The low `len` bits set (`len` ≤ 64).
+#[inline(always)]
+fn ones(len: usize) -> u64 {
+    if len >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << len) - 1
+    }
+}
+
+/// The structural bytes of a line, in order.
+struct Structurals<'m> {
+    masks: &'m [u64],
+    block: usize,
+    bits: u64,
+}
+
+impl<'m> Structurals<'m> {
+    fn new(masks: &'m [u64]) -> Self {
+        Structurals {
+            masks,
+            block: 0,
+            bits: masks[0],
+        }
+    }
+
+    /// Position of the next structural byte, `None` at the end of the line.
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            self.block += 1;
+            self.bits = *self.masks.get(self.block)?;
+        }
+        let at = self.block * 64 + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(at)
+    }
+}
+
+#[inline(always)]
+fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
+    let n = raw.len();
+    let mut it = Structurals::new(&masks.structural[..masks.blocks]);
+    // Leading spaces and an empty measurement are the full scanner's business.
+    if raw[0] == b' ' || raw[0] == b',' {
+        return None;
+    }
+    // Measurement: up to the first `,` or space (a bare `=` belongs to it).
+    let mut at = it.next()?;
+    while raw[at] == b'=' {
+        at = it.next()?;
+    }
+    let measurement_end = at;
+    let (tags_start, tags_end) = if raw[at] == b',' {
+        let start = at + 1;
+        let mut keys = [(0u16, 0u16); TAGS_MAX];
+        let mut count = 0;
+        let mut key_start = start;
+        loop {
+            let equals = it.next()?;
+            if raw[equals] != b'=' || equals == key_start || count == TAGS_MAX {
+                return None;
+            }
+            let key = &raw[key_start..equals];
+            for &(s, e) in &keys[..count] {
+                if &raw[s as usize..e as usize] == key {
+                    return None;
+                }
+            }
+            keys[count] = (key_start as u16, equals as u16);
+            count += 1;
+            let end = it.next()?;
+            if raw[end] == b'=' || end == equals + 1 {
+                return None;
+            }
+            if raw[end] == b' ' {
+                at = end;
+                break (start, end);
+            }
+            key_start = end + 1;
+        }
+    } else {
+        (at, at)
+    };
+    // `raw[at]` is the single space before the fields.
+    let fields_start = at + 1;
+    if fields_start >= n || raw[fields_start] == b' ' {
+        return None;
+    }
+    let mut key_start = fields_start;
+    loop {
+        let equals = it.next()?;
+        if raw[equals] != b'=' || equals == key_start {
+            return None;
+        }
+        let end = it.next().unwrap_or(n);
+        if end < n && raw[end] == b'=' {
+            return None;
+        }
+        if !value_ok(raw, equals + 1, end, masks) {
+            return None;
+        }
+        if end == n {
+            return Some(Line {
+                raw,
+                measurement: &raw[..measurement_end],
+                tags: &raw[tags_start..tags_end],
+                fields: &raw[fields_start..n],
+                timestamp: None,
+                timestamp_offset: n,
+            });
+        }
+        if raw[end] == b' ' {
+            // Timestamp: the rest of the line, with no structural byte in it.
+            let ts_start = end + 1;
+            if ts_start == n || it.next().is_some() {
+                return None;
+            }
+            let timestamp = timestamp(raw, ts_start, masks)?;
+            return Some(Line {
+                raw,
+                measurement: &raw[..measurement_end],
+                tags: &raw[tags_start..tags_end],
+                fields: &raw[fields_start..end],
+                timestamp: Some(timestamp),
+                timestamp_offset: ts_start,
+            });
+        }
+        key_start = end + 1;
+    }
+}
+
+/// A field value `raw[start..end]` without quotes or backslashes: a number
+/// without exponent or a boolean. Anything else (including every invalid
+/// value) is `false`.
+#[inline(always)]
+fn value_ok(raw: &[u8], start: usize, end: usize, masks: &Masks) -> bool {
+    let v = &raw[start..end];
+    match v.first() {
+        Some(b'0'..=b'9' | b'-' | b'.') => number_ok(v, start, masks),
+        Some(b't' | b'T' | b'f' | b'F') => matches!(
+            v,
+            b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False" | b"FALSE"
+        ),
+        _ => false,
+    }
+}
+
+/// `-?d+`, `-?d*.d*` (at least one digit) as floats, `-?d+i`, `d+u`, within
+/// the digit counts whose range needs no check (so no float can overflow:
+/// values are at most 64 bytes). Decided on the digit mask, not byte by byte.
+#[inline(always)]
+fn number_ok(v: &[u8], start: usize, masks: &Masks) -> bool {
+    let len = v.len();
+    if len > 64 {
+        return false;
+    }
+    let negative = v[0] == b'-';
+    let sign = negative as usize;
+    let digits = masks.digits(start, len);
+    match v[len - 1] {
+        b'i' | b'u' => {
+            let count = len - 1 - sign;
+            // Every byte between the sign and the suffix is a digit.
+            (1..=INT_DIGITS_MAX).contains(&count)
+                && (digits >> sign) & ones(count) == ones(count)
+                && !(negative && v[len - 1] == b'u')
+        }
+        _ => {
+            let others = !digits & ones(len) & !(sign as u64);
+            // All digits (at least one), or digits around exactly one `.`.
+            (others == 0 && len > sign)
+                || (others.count_ones() == 1
+                    && v[others.trailing_zeros() as usize] == b'.'
+                    && len - sign >= 2)
+        }
+    }
+}
+
+/// The timestamp `raw[start..]`: `-?d{1,19}` within the 1.x range.
+#[inline(always)]
+fn timestamp(raw: &[u8], start: usize, masks: &Masks) -> Option<i64> {
+    let negative = raw[start] == b'-';
+    let from = start + negative as usize;
+    let len = raw.len() - from;
+    if len == 0 || len > 19 || masks.digits(from, len) != ones(len) {
+        return None;
+    }
+    // 19 digits stay below 10^19 < 2^64.
+    let mut value = 0u64;
+    let mut i = from;
+    while i + 8 <= raw.len() {
+        value = value * 100_000_000 + scan::parse8(scan::load8(raw, i));
+        i += 8;
+    }
+    for &d in &raw[i..] {
+        value = value * 10 + (d - b'0') as u64;
+    }
+    if value > super::TIMESTAMP_MAX as u64 {
+        return None;
+    }
+    let value = value as i64;
+    Some(if negative { -value } else { value })
+}
+
+/// Fill the masks. Returns `false` when the line holds a byte the fast path
+/// does not handle: `"`, `\`, a control byte, DEL or a non-ASCII byte.
+#[inline(always)]
+fn classify(raw: &[u8], masks: &mut Masks) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { x86::classify_avx2(raw, masks) };
+        }
+        x86::classify_sse2(raw, masks)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        classify_portable(raw, masks)
+    }
+}
+
+/// Run `block` over every 64 bytes of `raw`, the last block padded with a
+/// plain byte (neither structural, digit nor odd).
+#[inline(always)]
+fn for_blocks(raw: &[u8], masks: &mut Masks, mut block: impl FnMut(&[u8; 64]) -> (u64, u64, bool)) -> bool {
+    let mut odd = false;
+    let whole = raw.len() / 64;
+    for b in 0..whole {
+        let (structural, digits, other) = block(raw[b * 64..b * 64 + 64].try_into().unwrap());
+        masks.structural[b] = structural;
+        masks.digits[b] = digits;
+        odd |= other;
+    }
+    let tail = raw.len() % 64;
+    if tail != 0 {
+        let mut last = [b'a'; 64];
+        last[..tail].copy_from_slice(&raw[whole * 64..]);
+        let (structural, digits, other) = block(&last);
+        masks.structural[whole] = structural;
+        masks.digits[whole] = digits;
+        odd |= other;
+    }
+    !odd
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn classify_portable(raw: &[u8], masks: &mut Masks) -> bool {
+    for_blocks(raw, masks, |bytes| {
+        let (mut structural, mut digits, mut odd) = (0u64, 0u64, false);
+        for (i, &b) in bytes.iter().enumerate() {
+            structural |= (matches!(b, b' ' | b',' | b'=') as u64) << i;
+            digits |= (b.is_ascii_digit() as u64) << i;
+            odd |= b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\';
+        }
+        (structural, digits, odd)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{for_blocks, Masks};
+    use std::arch::x86_64::*;
+
+    /// Sixteen bytes at a time; SSE2 is part of the x86_64 baseline.
+    pub(super) fn classify_sse2(raw: &[u8], masks: &mut Masks) -> bool {
+        for_blocks(raw, masks, |bytes| {
+            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0i32);
+            for q in 0..4 {
+                // SAFETY: SSE2 is always available on x86_64; the load reads
+                // 16 bytes inside the 64-byte array (`loadu`: any alignment).
+                unsafe {
+                    let x = _mm_loadu_si128(bytes.as_ptr().add(q * 16).cast());
+                    let eq = |c: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8));
+                    let s = _mm_or_si128(_mm_or_si128(eq(b' '), eq(b',')), eq(b'='));
+                    let d = _mm_and_si128(
+                        _mm_cmpgt_epi8(x, _mm_set1_epi8(b'/' as i8)),
+                        _mm_cmplt_epi8(x, _mm_set1_epi8(b':' as i8)),
+                    );
+                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
+                    let o = _mm_or_si128(
+                        _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), eq(0x7f)),
+                        _mm_or_si128(eq(b'"'), eq(b'\\')),
+                    );
+                    structural |= (_mm_movemask_epi8(s) as u16 as u64) << (q * 16);
+                    digits |= (_mm_movemask_epi8(d) as u16 as u64) << (q * 16);
+                    odd |= _mm_movemask_epi8(o);
+                }
+            }
+            (structural, digits, odd != 0)
+        })
+    }
+
+    /// Thirty-two bytes at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn classify_avx2(raw: &[u8], masks: &mut Masks) -> bool {
+        for_blocks(raw, masks, |bytes| {
+            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0i32);
+            for h in 0..2 {
+                // SAFETY: the caller guarantees AVX2; the load reads 32 bytes
+                // inside the 64-byte array (`loadu`: any alignment).
+                unsafe {
+                    let x = _mm256_loadu_si256(bytes.as_ptr().add(h * 32).cast());
+                    let eq = |c: u8| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(c as i8));
+                    let s = _mm256_or_si256(_mm256_or_si256(eq(b' '), eq(b',')), eq(b'='));
+                    let d = _mm256_and_si256(
+                        _mm256_cmpgt_epi8(x, _mm256_set1_epi8(b'/' as i8)),
+                        _mm256_cmpgt_epi8(_mm256_set1_epi8(b':' as i8), x),
+                    );
+                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
+                    let o = _mm256_or_si256(
+                        _mm256_or_si256(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x), eq(0x7f)),
+                        _mm256_or_si256(eq(b'"'), eq(b'\\')),
+                    );
+                    structural |= (_mm256_movemask_epi8(s) as u32 as u64) << (h * 32);
+                    digits |= (_mm256_movemask_epi8(d) as u32 as u64) << (h * 32);
+                    odd |= _mm256_movemask_epi8(o);
+                }
+            }
+            (structural, digits, odd != 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scan;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The fast path's answer, if any, is exactly the full scanner's.
+    fn agrees(text: &[u8]) -> Result<bool, TestCaseError> {
+        let Some(fast) = scan(text) else {
+            return Ok(false);
+        };
+        let full = scan::scan_line(text).map_err(|e| {
+            TestCaseError::fail(format!("fast accepts, full rejects {:?}: {e:?}", String::from_utf8_lossy(text)))
+        })?;
+        prop_assert_eq!(fast.raw, full.raw);
+        prop_assert_eq!(fast.measurement, full.measurement);
+        prop_assert_eq!(fast.tags, full.tags);
+        prop_assert_eq!(fast.fields, full.fields);
+        prop_assert_eq!(fast.timestamp, full.timestamp);
+        prop_assert_eq!(fast.timestamp_offset, full.timestamp_offset);
+        Ok(true)
+    }
+
+    const SEEDS: &[&str] = &[
+        "cpu,host=host0001,region=us-east-1,cpu=cpu1 usage_user=53.24,usage_system=98.40,seq=000000000004i 1795985842709494595",
+        "mem used=1u,free=-2i,ok=t,bad=FALSE,x=.5,y=-1.,z=7 -1",
+        "m=x,a=b f=1",
+        "disk,path=/var/lib,fs=ext4 free=123456789012345678i,pct=0.1",
+    ];
+
+    #[test]
+    fn takes_typical_lines() {
+        for seed in SEEDS {
+            assert!(agrees(seed.as_bytes()).unwrap(), "fast path declined {seed:?}");
+        }
+        // Long enough to span several 64-byte blocks.
+        let long = format!("m,{} v=1 5", (0..15).map(|i| format!("k{i}=v{i}")).collect::<Vec<_>>().join(","));
+        assert!(agrees(long.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn declines_what_it_does_not_handle() {
+        for text in [
+            "",
+            " cpu v=1",
+            "cpu  v=1",
+            "cpu v=1 ",
+            "cpu v=1  5",
+            "cpu v=\"s\"",
+            r"cpu\ x v=1",
+            "cpu v=1e3",
+            "cpu v=1234567890123456789i",
+            "cpu,a=1,a=2 v=1",
+            "cpu v=+1",
+            "cpu v=1 12345678901234567890",
+            "cpu v=1 9223372036854775807",
+            "cpu v=é",
+        ] {
+            assert!(scan(text.as_bytes()).is_none(), "fast path took {text:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+        /// Random edits of typical lines, biased to the bytes that matter.
+        #[test]
+        fn agrees_with_full_scanner_on_edits(
+            seed in 0usize..SEEDS.len(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(
+                &b"a=, 0129-.iuetfTF+\"\\\t#x"[..])), 1..5),
+        ) {
+            let mut line = SEEDS[seed].as_bytes().to_vec();
+            for (at, op, byte) in edits {
+                if line.is_empty() {
+                    line.push(byte);
+                    continue;
+                }
+                let p = at.index(line.len());
+                match op {
+                    0 => line.insert(p, byte),
+                    1 => {
+                        line.remove(p);
+                    }
+                    _ => line[p] = byte,
+                }
+            }
+            agrees(&line)?;
+        }
+
+        /// Both vector classifiers agree with a byte-by-byte reference.
+        #[test]
+        fn classifiers_agree(bytes in proptest::collection::vec(any::<u8>(), 1..LEN_MAX)) {
+            let blocks = bytes.len().div_ceil(64);
+            let empty = || Masks { structural: [0; BLOCKS_MAX], digits: [0; BLOCKS_MAX], blocks };
+            let mut reference = empty();
+            let mut odd = false;
+            for (i, &b) in bytes.iter().enumerate() {
+                reference.structural[i / 64] |= (matches!(b, b' ' | b',' | b'=') as u64) << (i % 64);
+                reference.digits[i / 64] |= (b.is_ascii_digit() as u64) << (i % 64);
+                odd |= b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\';
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut sse2 = empty();
+                prop_assert_eq!(x86::classify_sse2(&bytes, &mut sse2), !odd);
+                prop_assert_eq!(sse2.structural, reference.structural);
+                prop_assert_eq!(sse2.digits, reference.digits);
+                if std::is_x86_feature_detected!("avx2") {
+                    let mut avx2 = empty();
+                    // SAFETY: AVX2 support was just checked.
+                    prop_assert_eq!(unsafe { x86::classify_avx2(&bytes, &mut avx2) }, !odd);
+                    prop_assert_eq!(avx2.structural, reference.structural);
+                    prop_assert_eq!(avx2.digits, reference.digits);
+                }
+            }
+            let mut any = empty();
+            prop_assert_eq!(classify(&bytes, &mut any), !odd);
+            prop_assert_eq!(any.structural, reference.structural);
+        }
+
+        #[test]
+        fn agrees_with_full_scanner_on_bytes(bytes in proptest::collection::vec(
+            prop_oneof![6 => prop::sample::select(&b"ab=, 01.-it"[..]), 1 => any::<u8>()], 0..200)) {
+            agrees(&bytes)?;
+        }
+    }
+}
