@@ -205,7 +205,15 @@ fn value_ok(raw: &[u8], start: usize, end: usize, masks: &Masks) -> bool {
         Some(b'0'..=b'9' | b'-' | b'.') => number_ok(v, start, masks),
         Some(b't' | b'T' | b'f' | b'F') => matches!(
             v,
-            b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False" | b"FALSE"
+            b"t" | b"T"
+                | b"true"
+                | b"True"
+                | b"TRUE"
+                | b"f"
+                | b"F"
+                | b"false"
+                | b"False"
+                | b"FALSE"
         ),
         _ => false,
     }
@@ -289,7 +297,11 @@ fn classify(raw: &[u8], masks: &mut Masks) -> bool {
 /// Run `block` over every 64 bytes of `raw`, the last block padded with a
 /// plain byte (neither structural, digit nor odd).
 #[inline(always)]
-fn for_blocks(raw: &[u8], masks: &mut Masks, mut block: impl FnMut(&[u8; 64]) -> (u64, u64, bool)) -> bool {
+fn for_blocks(
+    raw: &[u8],
+    masks: &mut Masks,
+    mut block: impl FnMut(&[u8; 64]) -> (u64, u64, bool),
+) -> bool {
     let mut odd = false;
     let whole = raw.len() / 64;
     for b in 0..whole {
@@ -403,7 +415,10 @@ mod tests {
             return Ok(false);
         };
         let full = scan::scan_line(text).map_err(|e| {
-            TestCaseError::fail(format!("fast accepts, full rejects {:?}: {e:?}", String::from_utf8_lossy(text)))
+            TestCaseError::fail(format!(
+                "fast accepts, full rejects {:?}: {e:?}",
+                String::from_utf8_lossy(text)
+            ))
         })?;
         prop_assert_eq!(fast.raw, full.raw);
         prop_assert_eq!(fast.measurement, full.measurement);
@@ -424,10 +439,19 @@ mod tests {
     #[test]
     fn takes_typical_lines() {
         for seed in SEEDS {
-            assert!(agrees(seed.as_bytes()).unwrap(), "fast path declined {seed:?}");
+            assert!(
+                agrees(seed.as_bytes()).unwrap(),
+                "fast path declined {seed:?}"
+            );
         }
         // Long enough to span several 64-byte blocks.
-        let long = format!("m,{} v=1 5", (0..15).map(|i| format!("k{i}=v{i}")).collect::<Vec<_>>().join(","));
+        let long = format!(
+            "m,{} v=1 5",
+            (0..15)
+                .map(|i| format!("k{i}=v{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         assert!(agrees(long.as_bytes()).unwrap());
     }
 

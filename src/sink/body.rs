@@ -17,7 +17,7 @@ use crate::batch::Chunk;
 
 /// A body being filled by the collector.
 #[derive(Debug, Default)]
-pub(crate) struct BodyBuilder {
+pub struct BodyBuilder {
     parts: Vec<Bytes>,
     bytes: usize,
     lines: u64,
@@ -26,26 +26,26 @@ pub(crate) struct BodyBuilder {
 }
 
 impl BodyBuilder {
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
 
-    pub(crate) fn first_at(&self) -> Option<Instant> {
+    pub fn first_at(&self) -> Option<Instant> {
         self.first_at
     }
 
     /// Whether `chunk` may join this body without pushing it past `size_max`.
     /// An empty body takes any chunk, so a chunk bigger than the limit travels alone.
-    pub(crate) fn fits(&self, chunk: &Chunk, size_max: usize) -> bool {
+    pub fn fits(&self, chunk: &Chunk, size_max: usize) -> bool {
         self.parts.is_empty() || self.bytes + chunk.data.len() <= size_max
     }
 
     /// Whether no further chunk can join (even an empty one would be pointless).
-    pub(crate) fn is_full(&self, size_max: usize) -> bool {
+    pub fn is_full(&self, size_max: usize) -> bool {
         self.bytes >= size_max
     }
 
-    pub(crate) fn push(&mut self, chunk: Chunk) {
+    pub fn push(&mut self, chunk: Chunk) {
         debug_assert!(!chunk.data.is_empty());
         self.first_at.get_or_insert_with(Instant::now);
         self.bytes += chunk.data.len();
@@ -55,7 +55,7 @@ impl BodyBuilder {
 
     /// Close the body. `gzip_level` 0 sends the chunks as they are; 1..=9
     /// compresses them into one buffer (on the calling thread: the writer's).
-    pub(crate) fn seal(self, gzip_level: u32) -> Payload {
+    pub fn seal(self, gzip_level: u32) -> Payload {
         let created = self.first_at.unwrap_or_else(Instant::now);
         let raw_bytes = self.bytes as u64;
         let (parts, gzip): (Arc<[Bytes]>, bool) = if gzip_level == 0 {
@@ -89,21 +89,21 @@ fn gzip(parts: &[Bytes], raw_bytes: u64, level: u32) -> Bytes {
 
 /// A sealed body: what a request task sends, and sends again on retry.
 #[derive(Clone, Debug)]
-pub(crate) struct Payload {
+pub struct Payload {
     parts: Arc<[Bytes]>,
     /// Bytes on the wire (after gzip): the Content-Length.
-    pub(crate) wire_bytes: u64,
+    pub wire_bytes: u64,
     /// Line-protocol bytes before gzip: what `bytes_delivered` counts.
-    pub(crate) raw_bytes: u64,
-    pub(crate) lines: u64,
+    pub raw_bytes: u64,
+    pub lines: u64,
     /// When the body's first chunk arrived; retries stop `retry_max_age` after it.
-    pub(crate) created: Instant,
-    pub(crate) gzip: bool,
+    pub created: Instant,
+    pub gzip: bool,
 }
 
 impl Payload {
     /// A fresh request body over the same (shared) bytes.
-    pub(crate) fn body(&self) -> PayloadBody {
+    pub fn body(&self) -> PayloadBody {
         PayloadBody {
             parts: Arc::clone(&self.parts),
             next: 0,
@@ -112,14 +112,14 @@ impl Payload {
     }
 
     #[cfg(test)]
-    pub(crate) fn parts(&self) -> &[Bytes] {
+    pub fn parts(&self) -> &[Bytes] {
         &self.parts
     }
 }
 
 /// An `http_body::Body` that yields each chunk as one data frame.
 #[derive(Debug)]
-pub(crate) struct PayloadBody {
+pub struct PayloadBody {
     parts: Arc<[Bytes]>,
     next: usize,
     remaining: u64,

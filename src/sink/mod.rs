@@ -18,7 +18,7 @@
 //!
 //! Architecture invariant: no per-line work here. Chunks carry their line count,
 //! and bodies are lists of the chunks' refcounted `Bytes` (see `body.rs`).
-mod body;
+pub mod body;
 mod client;
 #[cfg(test)]
 mod tests;
