@@ -329,7 +329,7 @@ fn classify_portable(raw: &[u8], masks: &mut Masks) -> bool {
         for (i, &b) in bytes.iter().enumerate() {
             structural |= (matches!(b, b' ' | b',' | b'=') as u64) << i;
             digits |= (b.is_ascii_digit() as u64) << i;
-            odd |= b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\';
+            odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
         }
         (structural, digits, odd)
     })
@@ -515,7 +515,7 @@ mod tests {
             for (i, &b) in bytes.iter().enumerate() {
                 reference.structural[i / 64] |= (matches!(b, b' ' | b',' | b'=') as u64) << (i % 64);
                 reference.digits[i / 64] |= (b.is_ascii_digit() as u64) << (i % 64);
-                odd |= b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\';
+                odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
             }
             #[cfg(target_arch = "x86_64")]
             {
