@@ -180,13 +180,17 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("checker_with_budgets", |b| {
-        let budgets = Budgets::new(&CardinalityConfig {
-            max_series: 100_000,
-            max_lines_per_second: 0,
-            window: Duration::from_secs(3600),
-            max_measurements: 10_000,
-            limits: vec![],
-        });
+        let budgets = Budgets::new(
+            &CardinalityConfig {
+                max_series: 100_000,
+                max_lines_per_second: 0,
+                window: Duration::from_secs(3600),
+                max_measurements: 10_000,
+                limits: vec![],
+                routes: vec![],
+            },
+            table.routes(),
+        );
         let mut checker = Checker::new(&table, sanity.clone(), budgets, every_route.clone(), NOW);
         b.iter(|| {
             let mut accepted = 0usize;

@@ -200,7 +200,7 @@ impl<'t> Checker<'t> {
         }
         let matched = self.table.lookup(&line, &mut self.scratch);
         if let Some(budgets) = &mut self.budgets {
-            if let Err(reason) = budgets.admit(&line, self.now_ns) {
+            if let Err(reason) = budgets.admit(&line, matched.route, self.now_ns) {
                 return reject(reason, Some(matched));
             }
         }

@@ -161,7 +161,7 @@ impl Explainer {
 
     /// Fresh budget state for a run.
     pub fn budgets(&self) -> Option<Budgets> {
-        Budgets::new(&self.config.cardinality)
+        Budgets::new(&self.config.cardinality, self.table.routes())
     }
 }
 

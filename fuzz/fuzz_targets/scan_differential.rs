@@ -3,7 +3,8 @@
 //!
 //! Run: RUSTC_BOOTSTRAP=1 cargo fuzz run scan_differential -- -max_total_time=600
 //!
-//! Checks: the scanner never panics on any bytes; on every line both parsers
+//! Checks: the scanner never panics on any bytes; the vector fast path and
+//! the full scanner agree on every line; on every line both parsers
 //! agree on accept/reject, and on accepted lines they agree on the
 //! measurement, tags and timestamp — except where the oracle follows the v2
 //! grammar and sluice deliberately follows InfluxDB 1.x (see
@@ -33,11 +34,33 @@ fuzz_target!(|data: &[u8]| {
     // 1. Never panics, whatever the bytes.
     for item in parse::lines(data) {
         if let Item::Line(line) = item {
+            // Whatever path split and scanned it, the full scanner agrees.
+            let full = parse::scan_line_full(line.raw).expect("an accepted line rescans");
+            assert_eq!(
+                (line.measurement, line.tags, line.fields, line.timestamp, line.timestamp_offset),
+                (full.measurement, full.tags, full.fields, full.timestamp, full.timestamp_offset),
+                "lines() and the full scanner differ on {:?}",
+                line.raw
+            );
             let _ = parse::tags(line.tags).count();
             let _ = parse::fields(line.fields).count();
         }
     }
-    // 2. Per line, agree with the oracle inside the shared grammar.
+    // 2. The vector fast path agrees with the full scanner on every line.
+    for raw in data.split(|&b| b == b'\n') {
+        match (parse::scan_line(raw), parse::scan_line_full(raw)) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(
+                    (a.measurement, a.tags, a.fields, a.timestamp, a.timestamp_offset),
+                    (b.measurement, b.tags, b.fields, b.timestamp, b.timestamp_offset),
+                    "fast and full scans differ on {raw:?}"
+                );
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "errors differ on {raw:?}"),
+            (a, b) => panic!("fast path and full scanner disagree on {raw:?}: {a:?} vs {b:?}"),
+        }
+    }
+    // 3. Per line, agree with the oracle inside the shared grammar.
     for raw in data.split(|&b| b == b'\n') {
         if raw.is_empty() || outside_shared_grammar(raw) {
             continue;

@@ -48,7 +48,7 @@ struct GenArgs {
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Sockets (distinct source ports) per thread and target.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 16)]
     sources: usize,
 }
 

@@ -61,7 +61,7 @@ impl Default for VerifyConfig {
             duration: Duration::from_secs(5),
             payload: 1400,
             threads: 1,
-            sources: 4,
+            sources: 16,
             precision: Precision::Ns,
             measurements: 4,
             series: 1000,

@@ -169,7 +169,7 @@ fn no_sink_and_budget_order() {
     )
     .unwrap();
     let table = RouteTable::compile(&config.rules, &config.junkyard).unwrap();
-    let budgets = Budgets::new(&config.cardinality);
+    let budgets = Budgets::new(&config.cardinality, table.routes());
     // cpu has a sink; the junkyard has none.
     let mut checker = Checker::new(
         &table,

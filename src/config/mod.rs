@@ -161,6 +161,16 @@ struct RawCardinality {
     max_measurements: Option<usize>,
     #[serde(default, rename = "limit")]
     limits: Vec<RawLimit>,
+    #[serde(default, rename = "route")]
+    routes: Vec<RawRouteLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteLimit {
+    route: Option<String>,
+    max_series: Option<u64>,
+    max_lines_per_second: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -350,6 +360,27 @@ impl Validator<'_> {
             }
             route_names.insert(dead.clone());
         }
+        for (i, limit) in cardinality.routes.iter().enumerate() {
+            if !route_names.contains(&limit.route) {
+                return Err(self.err(
+                    format!("cardinality.route[{i}].route"),
+                    format!(
+                        "{:?} is not a route (routes: {})",
+                        limit.route,
+                        route_names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if cardinality.routes[..i]
+                .iter()
+                .any(|l| l.route == limit.route)
+            {
+                return Err(self.err(
+                    format!("cardinality.route[{i}].route"),
+                    format!("{:?} has a budget already", limit.route),
+                ));
+            }
+        }
         let mut sinks: Vec<SinkConfig> = Vec::with_capacity(raw.sinks.len());
         for (i, sink) in raw.sinks.into_iter().enumerate() {
             let sink = self.sink(i, sink, &route_names)?;
@@ -394,7 +425,32 @@ impl Validator<'_> {
                 max_lines_per_second: limit.max_lines_per_second,
             });
         }
+        let mut routes = Vec::with_capacity(raw.routes.len());
+        for (i, limit) in raw.routes.into_iter().enumerate() {
+            let route = limit.route.filter(|r| !r.is_empty()).ok_or_else(|| {
+                self.err(
+                    format!("cardinality.route[{i}].route"),
+                    "is missing or empty",
+                )
+            })?;
+            let (max_series, max_lines_per_second) = (
+                limit.max_series.unwrap_or(0),
+                limit.max_lines_per_second.unwrap_or(0),
+            );
+            if max_series == 0 && max_lines_per_second == 0 {
+                return Err(self.err(
+                    format!("cardinality.route[{i}]"),
+                    "sets neither max_series nor max_lines_per_second",
+                ));
+            }
+            routes.push(RouteLimit {
+                route,
+                max_series,
+                max_lines_per_second,
+            });
+        }
         Ok(CardinalityConfig {
+            routes,
             max_series: raw.max_series.unwrap_or(0),
             max_lines_per_second: raw.max_lines_per_second.unwrap_or(0),
             window,

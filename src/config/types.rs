@@ -104,6 +104,19 @@ pub struct CardinalityConfig {
     pub max_measurements: usize,
     /// Per-measurement overrides of the two budgets.
     pub limits: Vec<MeasurementLimit>,
+    /// Budgets per route: distinct series (any measurement) and lines per
+    /// second of everything routed there, on top of the measurement budgets.
+    pub routes: Vec<RouteLimit>,
+}
+
+/// `[[cardinality.route]]`: a budget for everything one route receives.
+#[derive(Clone, Debug)]
+pub struct RouteLimit {
+    pub route: String,
+    /// Distinct series within `window`; 0 = unlimited.
+    pub max_series: u64,
+    /// Lines per second; 0 = unlimited.
+    pub max_lines_per_second: u64,
 }
 
 #[derive(Clone, Debug)]

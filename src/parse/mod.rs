@@ -188,6 +188,13 @@ impl<'a> Iterator for Lines<'a> {
                 return None;
             }
             let rest = self.rest;
+            // Plain lines: newline search, classification and scan in one pass.
+            if !matches!(rest[0], b' ' | b'\t' | b'#' | b'\n' | b'\r') {
+                if let Some((line, used)) = fast::scan_first(rest) {
+                    self.rest = &rest[used..];
+                    return Some(Item::Line(line));
+                }
+            }
             let newline = memchr::memchr(b'\n', rest);
             let end = newline.unwrap_or(rest.len());
             let line = strip_cr(&rest[..end]);
@@ -283,6 +290,13 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// Split a datagram into lines.
 pub fn lines(datagram: &[u8]) -> Lines<'_> {
     Lines { rest: datagram }
+}
+
+/// The full scanner alone, without the fast path: for differential tests and
+/// fuzzing (`scan_line` must agree with it on every input).
+#[doc(hidden)]
+pub fn scan_line_full(line: &[u8]) -> Result<Line<'_>, ParseError> {
+    scan::scan_line(line)
 }
 
 /// Scan one line (without its line ending).

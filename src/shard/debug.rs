@@ -30,6 +30,8 @@ pub struct ShardDebug {
 #[derive(Clone, Default)]
 pub struct DebugSnapshot {
     pub measurements: Vec<MeasurementStat>,
+    /// Routes with a budget (`measurement` holds the route name).
+    pub routes: Vec<MeasurementStat>,
     pub rejects: BTreeMap<&'static str, VecDeque<RejectSample>>,
 }
 
@@ -64,10 +66,17 @@ impl Sampler {
         self.dirty = true;
     }
 
-    pub fn publish(&mut self, to: &ShardDebug, measurements: Option<Vec<MeasurementStat>>) {
+    /// Publish budget snapshots (`(measurements, routes)`, when budgets
+    /// are on) and any new reject samples.
+    pub fn publish(
+        &mut self,
+        to: &ShardDebug,
+        budgets: Option<(Vec<MeasurementStat>, Vec<MeasurementStat>)>,
+    ) {
         let mut snapshot = to.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = measurements {
-            snapshot.measurements = m;
+        if let Some((measurements, routes)) = budgets {
+            snapshot.measurements = measurements;
+            snapshot.routes = routes;
         }
         if self.dirty {
             snapshot.rejects = self.rejects.clone();

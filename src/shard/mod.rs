@@ -120,7 +120,7 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         checker: Checker::new(
             &spec.table,
             spec.sanity.clone(),
-            Budgets::new(&spec.cardinality),
+            Budgets::new(&spec.cardinality, spec.table.routes()),
             route_has_sinks,
             wall_clock_ns(),
         ),
@@ -158,8 +158,11 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         pipeline.local.publish(&spec.counters);
         if now >= next_debug {
             next_debug = now + DEBUG_INTERVAL;
-            let measurements = pipeline.checker.budgets().map(Budgets::snapshot);
-            pipeline.sampler.publish(&spec.debug, measurements);
+            let budgets = pipeline
+                .checker
+                .budgets()
+                .map(|b| (b.snapshot(), b.route_snapshot()));
+            pipeline.sampler.publish(&spec.debug, budgets);
         }
     }
     // Stop receiving first, then hand everything still open to the sinks.

@@ -52,29 +52,14 @@ impl Telemetry {
     /// `/debug/cardinality`: measurements summed over shards, top by series
     /// and top by line rate.
     pub fn cardinality_json(&self, top: usize) -> String {
-        let mut merged: std::collections::BTreeMap<String, crate::budget::MeasurementStat> =
-            Default::default();
+        let (mut measurements, mut routes) = (Vec::new(), Vec::new());
         for shard in &self.debug {
             let snapshot = shard.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-            for m in &snapshot.measurements {
-                let entry = merged.entry(m.measurement.clone()).or_insert_with(|| {
-                    crate::budget::MeasurementStat {
-                        measurement: m.measurement.clone(),
-                        series: 0,
-                        lines_last_second: 0,
-                        lines_total: 0,
-                        rejected_cardinality: 0,
-                        rejected_rate: 0,
-                    }
-                });
-                entry.series += m.series;
-                entry.lines_last_second += m.lines_last_second;
-                entry.lines_total += m.lines_total;
-                entry.rejected_cardinality += m.rejected_cardinality;
-                entry.rejected_rate += m.rejected_rate;
-            }
+            measurements.extend(snapshot.measurements.iter().cloned());
+            routes.extend(snapshot.routes.iter().cloned());
         }
-        let all: Vec<_> = merged.into_values().collect();
+        let all = sum_by_name(measurements);
+        let routes = sum_by_name(routes);
         let mut by_series = all.clone();
         by_series.sort_by(|a, b| {
             b.series
@@ -100,6 +85,7 @@ impl Telemetry {
             "note": if enabled { "series counts are per shard, summed" } else { "no cardinality budget configured, or no lines yet" },
             "top_by_series": by_series,
             "top_by_line_rate": by_rate,
+            "routes": routes,
         })
         .to_string()
     }
@@ -383,4 +369,25 @@ impl Collector for Telemetry {
         )?;
         Ok(())
     }
+}
+
+/// Sum per-shard budget rows that share a name.
+fn sum_by_name(rows: Vec<crate::budget::MeasurementStat>) -> Vec<crate::budget::MeasurementStat> {
+    let mut merged: std::collections::BTreeMap<String, crate::budget::MeasurementStat> =
+        Default::default();
+    for row in rows {
+        match merged.get_mut(&row.measurement) {
+            Some(entry) => {
+                entry.series += row.series;
+                entry.lines_last_second += row.lines_last_second;
+                entry.lines_total += row.lines_total;
+                entry.rejected_cardinality += row.rejected_cardinality;
+                entry.rejected_rate += row.rejected_rate;
+            }
+            None => {
+                merged.insert(row.measurement.clone(), row);
+            }
+        }
+    }
+    merged.into_values().collect()
 }

@@ -155,3 +155,25 @@ fn print_default_config_is_the_embedded_default_and_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The configuration example in README.md is a valid configuration.
+#[test]
+fn readme_config_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("```toml\n").expect("README has a toml example") + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    let dir = std::env::temp_dir().join(format!("sluice-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("readme.toml");
+    std::fs::write(&path, &readme[start..end]).unwrap();
+    let out = std::process::Command::new(sluice_bin())
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -77,6 +77,8 @@ fn explain_reports_every_reason_precisely() {
         ("cpu value=1 1434055562".into(), "time_out_of_range"),
         (format!("cpu v=\"{}\"", "x".repeat(70_000)), "too_long"),
         ("mem value=1".into(), "no_sink"),
+        (",host=a value=1".into(), "bad_measurement"),
+        (format!("{} v=1", "k".repeat(65_531)), "key_too_long"),
         (format!("cpu,host=a value=1i,s=\"x y\" {now}"), "accept"),
     ];
     let input: String = cases.iter().map(|(l, _)| format!("{l}\n")).collect();
@@ -108,6 +110,8 @@ fn explain_reports_every_reason_precisely() {
     assert_eq!(last["sinks"], serde_json::json!(["main"]));
     // A line that routes to no sink still says where it would have gone.
     assert_eq!(out[11]["route"], "junk");
+    // Key length counts like 1.x: series key + field separator + field key.
+    assert_eq!(out[13]["reason"], "key_too_long");
 }
 
 #[test]
@@ -303,5 +307,141 @@ fn rejected_lines_go_to_dead_letters_only_for_chosen_reasons() {
         s.metrics()
             .get("sluice_dropped_lines_total{reason=\"time_out_of_range\"}"),
         1
+    );
+}
+
+/// Every scanner rejection class, sent over real UDP, lands in its own
+/// `sluice_parse_errors_total{kind}` counter; the good line beside them
+/// is delivered, the bad ones never are.
+#[test]
+fn every_parse_error_kind_is_counted_over_udp() {
+    let sink = HttpSink::start(Behaviour::Ok);
+    let config = format!(
+        "{}{}",
+        base_config("auto"),
+        sink_config("s", &sink.url(), &["*"])
+    );
+    let s = Sluice::start(&config);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("bad_measurement", b",host=a v=1".to_vec()),
+        ("bad_tag", b"cpu,host v=1".to_vec()),
+        ("duplicate_tag", b"cpu,a=1,a=2 v=1".to_vec()),
+        ("bad_field", b"cpu value=".to_vec()),
+        ("no_fields", b"cpu".to_vec()),
+        ("bad_number", b"cpu value=1a".to_vec()),
+        (
+            "number_out_of_range",
+            b"cpu value=9223372036854775808i".to_vec(),
+        ),
+        ("unterminated_string", b"cpu value=\"open".to_vec()),
+        ("bad_timestamp", b"cpu value=1 12x".to_vec()),
+        ("invalid_utf8", b"cpu,t=\xff v=1".to_vec()),
+    ];
+    // One bad line per datagram, plus a datagram of plain good lines (the
+    // vector fast path) with a bad one in the middle.
+    let mut datagrams: Vec<Vec<u8>> = cases.iter().map(|(_, line)| line.clone()).collect();
+    let now = now_ns();
+    let good = vec![
+        format!("cpu,host=a value=1 {now}"),
+        format!("cpu,host=b value=2i,ok=t {}", now + 1),
+    ];
+    datagrams.push(format!("{}\ncpu value=1.5.5\n{}\n", good[0], good[1]).into_bytes());
+    send_datagrams(s.udp[0], &datagrams);
+    assert!(wait_until(Duration::from_secs(10), || sink.line_count() >= 2));
+    assert!(wait_until(Duration::from_secs(5), || {
+        s.metrics().get("sluice_received_lines_total") == cases.len() as u64 + 3
+    }));
+    let m = s.metrics();
+    for (kind, line) in &cases {
+        let expected = if *kind == "bad_number" { 2 } else { 1 };
+        assert_eq!(
+            m.get(&format!("sluice_parse_errors_total{{kind=\"{kind}\"}}")),
+            expected,
+            "{kind} for {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    assert_eq!(
+        m.get("sluice_dropped_lines_total{reason=\"parse_error\"}"),
+        cases.len() as u64 + 1
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sorted(sink.lines()), sorted(good));
+}
+
+/// `[[cardinality.route]]`: a series budget for everything one route
+/// receives, across measurements; other routes are not limited by it.
+#[test]
+fn route_budget_limits_series_across_measurements() {
+    let dev = HttpSink::start(Behaviour::Ok);
+    let prod = HttpSink::start(Behaviour::Ok);
+    let config = format!(
+        "{}{}{}{}",
+        base_config("auto").replace("shards = 2", "shards = 1"),
+        "[[rule]]\ntype = \"tags\"\ntags = [[\"env\", \"dev\"]]\nroute = \"dev\"\n\
+         [[cardinality.route]]\nroute = \"dev\"\nmax_series = 4\n",
+        sink_config("dev", &dev.url(), &["dev"]),
+        sink_config("prod", &prod.url(), &["junk"]),
+    );
+    let s = Sluice::start(&config);
+    let ts = now_ns();
+    let mut lines = Vec::new();
+    // Three measurements × three hosts in dev: 9 series for a budget of 4.
+    for m in ["cpu", "mem", "disk"] {
+        for host in 0..3 {
+            lines.push(format!("{m},env=dev,host=h{host} v=1 {ts}"));
+        }
+    }
+    // The same shape in prod is not budgeted.
+    for m in ["cpu", "mem", "disk"] {
+        for host in 0..3 {
+            lines.push(format!("{m},env=prod,host=h{host} v=1 {ts}"));
+        }
+    }
+    // Existing dev series keep flowing.
+    lines.push(format!("cpu,env=dev,host=h0 v=2 {}", ts + 1));
+    send_lines(s.udp[0], &lines, 1400);
+    assert!(wait_until(Duration::from_secs(10), || {
+        dev.line_count() >= 5 && prod.line_count() >= 9
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(dev.line_count(), 5, "{:?}", dev.lines());
+    assert_eq!(prod.line_count(), 9);
+    let m = s.metrics();
+    assert_eq!(
+        m.get("sluice_dropped_lines_total{reason=\"cardinality\"}"),
+        5
+    );
+    assert_identity_protect(&s);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let (_, body) = http_get(s.admin, "/debug/cardinality").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["routes"][0]["measurement"] == "dev"
+            && v["routes"][0]["series"] == 4
+            && v["routes"][0]["rejected_cardinality"] == 5
+    }));
+    // A budget for a route that does not exist is a config error naming the key.
+    let bad = format!(
+        "{}[[cardinality.route]]\nroute = \"nope\"\nmax_series = 1\n",
+        base_config("auto")
+    );
+    let path = write_config("bad-route-budget.toml", &bad);
+    let out = Command::new(sluice_bin())
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cardinality.route[0].route") && stderr.contains("\"nope\""),
+        "{stderr}"
+    );
+}
+
+fn assert_identity_protect(s: &Sluice) {
+    let m = s.metrics();
+    assert_eq!(
+        m.get("sluice_received_lines_total"),
+        m.sum("sluice_routed_lines_total") + m.sum("sluice_dropped_lines_total")
     );
 }
