@@ -142,7 +142,12 @@ fn print_default_config_is_the_embedded_default_and_checks() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("udp = [\"0.0.0.0:8089\"]"));
     assert!(text.contains("http://127.0.0.1:8086/write?db=telegraf"));
-    let path = std::env::temp_dir().join(format!("sluice-default-{}.toml", std::process::id()));
+    assert_check_accepts("default", &text);
+}
+
+/// `sluice check` accepts `text` as a configuration file.
+fn assert_check_accepts(name: &str, text: &str) {
+    let path = std::env::temp_dir().join(format!("sluice-{name}-{}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
     let out = Command::new(sluice_bin())
         .arg("check")
@@ -151,7 +156,7 @@ fn print_default_config_is_the_embedded_default_and_checks() {
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -163,17 +168,5 @@ fn readme_config_example_is_valid() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let start = readme.find("```toml\n").expect("README has a toml example") + 8;
     let end = start + readme[start..].find("```").unwrap();
-    let dir = std::env::temp_dir().join(format!("sluice-readme-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("readme.toml");
-    std::fs::write(&path, &readme[start..end]).unwrap();
-    let out = std::process::Command::new(sluice_bin())
-        .args(["check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_check_accepts("readme", &readme[start..end]);
 }
