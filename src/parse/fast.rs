@@ -276,21 +276,8 @@ fn timestamp(raw: &[u8], start: usize, masks: &Masks) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// What one 64-byte block holds, one bit per byte.
-#[derive(Clone, Copy)]
-struct Classes {
-    /// Space, `,`, `=`.
-    structural: u64,
-    /// `0`..=`9`.
-    digits: u64,
-    /// Bytes the fast path does not handle: `"`, `\`, control (`\n`
-    /// included), DEL, non-ASCII.
-    odd: u64,
-    newline: u64,
-}
-
 /// Fill the masks. Returns `false` when the line holds a byte the fast path
-/// does not handle.
+/// does not handle: `"`, `\`, a control byte, DEL or a non-ASCII byte.
 #[inline(always)]
 fn classify(raw: &[u8], masks: &mut Masks) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -299,164 +286,87 @@ fn classify(raw: &[u8], masks: &mut Masks) -> bool {
             // SAFETY: the CPU supports AVX2 (checked just above).
             return unsafe { x86::classify_avx2(raw, masks) };
         }
-        for_blocks(raw, masks, x86::block_sse2)
+        x86::classify_sse2(raw, masks)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        for_blocks(raw, masks, block_portable)
+        classify_portable(raw, masks)
     }
 }
 
 /// Run `block` over every 64 bytes of `raw`, the last block padded with a
 /// plain byte (neither structural, digit nor odd).
 #[inline(always)]
-fn for_blocks(raw: &[u8], masks: &mut Masks, block: impl Fn(&[u8; 64]) -> Classes) -> bool {
-    let mut odd = 0;
+fn for_blocks(
+    raw: &[u8],
+    masks: &mut Masks,
+    mut block: impl FnMut(&[u8; 64]) -> (u64, u64, bool),
+) -> bool {
+    let mut odd = false;
     let whole = raw.len() / 64;
     for b in 0..whole {
-        let c = block(raw[b * 64..b * 64 + 64].try_into().unwrap());
-        masks.structural[b] = c.structural;
-        masks.digits[b] = c.digits;
-        odd |= c.odd;
+        let (structural, digits, other) = block(raw[b * 64..b * 64 + 64].try_into().unwrap());
+        masks.structural[b] = structural;
+        masks.digits[b] = digits;
+        odd |= other;
     }
     let tail = raw.len() % 64;
     if tail != 0 {
         let mut last = [b'a'; 64];
         last[..tail].copy_from_slice(&raw[whole * 64..]);
-        let c = block(&last);
-        masks.structural[whole] = c.structural;
-        masks.digits[whole] = c.digits;
-        odd |= c.odd;
+        let (structural, digits, other) = block(&last);
+        masks.structural[whole] = structural;
+        masks.digits[whole] = digits;
+        odd |= other;
     }
-    odd == 0
-}
-
-/// Scan the first line of `rest` (a datagram from a line start on): find
-/// its newline and classify it in the same pass, then walk it. Returns the
-/// line and how many bytes of `rest` it used (newline included), or `None`
-/// when the full path must decide (odd bytes, a CR, no structure, too long).
-#[inline]
-pub(super) fn scan_first(rest: &[u8]) -> Option<(Line<'_>, usize)> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { x86::scan_first_avx2(rest) };
-        }
-        scan_first_with(rest, x86::block_sse2)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        scan_first_with(rest, block_portable)
-    }
-}
-
-#[inline(always)]
-fn scan_first_with(rest: &[u8], block: impl Fn(&[u8; 64]) -> Classes) -> Option<(Line<'_>, usize)> {
-    let mut masks = Masks {
-        structural: [0; BLOCKS_MAX],
-        digits: [0; BLOCKS_MAX],
-        blocks: 0,
-    };
-    let mut b = 0;
-    let end = loop {
-        let at = b * 64;
-        if at >= rest.len() {
-            // The datagram ends without a final newline.
-            break rest.len();
-        }
-        if b == BLOCKS_MAX {
-            return None;
-        }
-        // Whole blocks straight from the datagram (bytes after the line are
-        // masked off below); only the datagram's last bytes are copied.
-        let c = match rest.get(at..at + 64) {
-            Some(bytes) => block(bytes.try_into().unwrap()),
-            None => {
-                let mut last = [b'a'; 64];
-                last[..rest.len() - at].copy_from_slice(&rest[at..]);
-                block(&last)
-            }
-        };
-        masks.structural[b] = c.structural;
-        masks.digits[b] = c.digits;
-        masks.blocks = b + 1;
-        if c.newline != 0 {
-            let cut = c.newline.trailing_zeros() as usize;
-            if c.odd & ones(cut) != 0 {
-                return None;
-            }
-            masks.structural[b] &= ones(cut);
-            break at + cut;
-        }
-        if c.odd != 0 {
-            return None;
-        }
-        b += 1;
-    };
-    if end == 0 {
-        return None;
-    }
-    let line = walk(&rest[..end], &masks)?;
-    Some((line, (end + 1).min(rest.len())))
+    !odd
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn block_portable(bytes: &[u8; 64]) -> Classes {
-    let mut c = Classes {
-        structural: 0,
-        digits: 0,
-        odd: 0,
-        newline: 0,
-    };
-    for (i, &b) in bytes.iter().enumerate() {
-        c.structural |= (matches!(b, b' ' | b',' | b'=') as u64) << i;
-        c.digits |= (b.is_ascii_digit() as u64) << i;
-        c.odd |= ((!(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\') as u64) << i;
-        c.newline |= ((b == b'\n') as u64) << i;
-    }
-    c
+fn classify_portable(raw: &[u8], masks: &mut Masks) -> bool {
+    for_blocks(raw, masks, |bytes| {
+        let (mut structural, mut digits, mut odd) = (0u64, 0u64, false);
+        for (i, &b) in bytes.iter().enumerate() {
+            structural |= (matches!(b, b' ' | b',' | b'=') as u64) << i;
+            digits |= (b.is_ascii_digit() as u64) << i;
+            odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
+        }
+        (structural, digits, odd)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{for_blocks, scan_first_with, Classes, Line, Masks};
+    use super::{for_blocks, Masks};
     use std::arch::x86_64::*;
 
     /// Sixteen bytes at a time; SSE2 is part of the x86_64 baseline.
-    #[inline(always)]
-    pub(super) fn block_sse2(bytes: &[u8; 64]) -> Classes {
-        let mut c = Classes {
-            structural: 0,
-            digits: 0,
-            odd: 0,
-            newline: 0,
-        };
-        for q in 0..4 {
-            // SAFETY: SSE2 is always available on x86_64; the load reads 16
-            // bytes inside the 64-byte array (`loadu`: any alignment).
-            unsafe {
-                let x = _mm_loadu_si128(bytes.as_ptr().add(q * 16).cast());
-                let eq = |b: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(b as i8));
-                let s = _mm_or_si128(_mm_or_si128(eq(b' '), eq(b',')), eq(b'='));
-                let d = _mm_and_si128(
-                    _mm_cmpgt_epi8(x, _mm_set1_epi8(b'/' as i8)),
-                    _mm_cmplt_epi8(x, _mm_set1_epi8(b':' as i8)),
-                );
-                // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
-                let o = _mm_or_si128(
-                    _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), eq(0x7f)),
-                    _mm_or_si128(eq(b'"'), eq(b'\\')),
-                );
-                let shift = q * 16;
-                c.structural |= (_mm_movemask_epi8(s) as u16 as u64) << shift;
-                c.digits |= (_mm_movemask_epi8(d) as u16 as u64) << shift;
-                c.odd |= (_mm_movemask_epi8(o) as u16 as u64) << shift;
-                c.newline |= (_mm_movemask_epi8(eq(b'\n')) as u16 as u64) << shift;
+    pub(super) fn classify_sse2(raw: &[u8], masks: &mut Masks) -> bool {
+        for_blocks(raw, masks, |bytes| {
+            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0i32);
+            for q in 0..4 {
+                // SAFETY: SSE2 is always available on x86_64; the load reads
+                // 16 bytes inside the 64-byte array (`loadu`: any alignment).
+                unsafe {
+                    let x = _mm_loadu_si128(bytes.as_ptr().add(q * 16).cast());
+                    let eq = |c: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8));
+                    let s = _mm_or_si128(_mm_or_si128(eq(b' '), eq(b',')), eq(b'='));
+                    let d = _mm_and_si128(
+                        _mm_cmpgt_epi8(x, _mm_set1_epi8(b'/' as i8)),
+                        _mm_cmplt_epi8(x, _mm_set1_epi8(b':' as i8)),
+                    );
+                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
+                    let o = _mm_or_si128(
+                        _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), eq(0x7f)),
+                        _mm_or_si128(eq(b'"'), eq(b'\\')),
+                    );
+                    structural |= (_mm_movemask_epi8(s) as u16 as u64) << (q * 16);
+                    digits |= (_mm_movemask_epi8(d) as u16 as u64) << (q * 16);
+                    odd |= _mm_movemask_epi8(o);
+                }
             }
-        }
-        c
+            (structural, digits, odd != 0)
+        })
     }
 
     /// Thirty-two bytes at a time.
@@ -464,54 +374,32 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) unsafe fn block_avx2(bytes: &[u8; 64]) -> Classes {
-        let mut c = Classes {
-            structural: 0,
-            digits: 0,
-            odd: 0,
-            newline: 0,
-        };
-        for h in 0..2 {
-            // SAFETY: the caller guarantees AVX2; the load reads 32 bytes
-            // inside the 64-byte array (`loadu`: any alignment).
-            unsafe {
-                let x = _mm256_loadu_si256(bytes.as_ptr().add(h * 32).cast());
-                let eq = |b: u8| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(b as i8));
-                let s = _mm256_or_si256(_mm256_or_si256(eq(b' '), eq(b',')), eq(b'='));
-                let d = _mm256_and_si256(
-                    _mm256_cmpgt_epi8(x, _mm256_set1_epi8(b'/' as i8)),
-                    _mm256_cmpgt_epi8(_mm256_set1_epi8(b':' as i8), x),
-                );
-                // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
-                let o = _mm256_or_si256(
-                    _mm256_or_si256(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x), eq(0x7f)),
-                    _mm256_or_si256(eq(b'"'), eq(b'\\')),
-                );
-                let shift = h * 32;
-                c.structural |= (_mm256_movemask_epi8(s) as u32 as u64) << shift;
-                c.digits |= (_mm256_movemask_epi8(d) as u32 as u64) << shift;
-                c.odd |= (_mm256_movemask_epi8(o) as u32 as u64) << shift;
-                c.newline |= (_mm256_movemask_epi8(eq(b'\n')) as u32 as u64) << shift;
-            }
-        }
-        c
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
     pub(super) unsafe fn classify_avx2(raw: &[u8], masks: &mut Masks) -> bool {
-        // SAFETY: this function only runs where AVX2 is supported.
-        for_blocks(raw, masks, |b| unsafe { block_avx2(b) })
-    }
-
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn scan_first_avx2(rest: &[u8]) -> Option<(Line<'_>, usize)> {
-        // SAFETY: this function only runs where AVX2 is supported.
-        scan_first_with(rest, |b| unsafe { block_avx2(b) })
+        for_blocks(raw, masks, |bytes| {
+            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0i32);
+            for h in 0..2 {
+                // SAFETY: the caller guarantees AVX2; the load reads 32 bytes
+                // inside the 64-byte array (`loadu`: any alignment).
+                unsafe {
+                    let x = _mm256_loadu_si256(bytes.as_ptr().add(h * 32).cast());
+                    let eq = |c: u8| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(c as i8));
+                    let s = _mm256_or_si256(_mm256_or_si256(eq(b' '), eq(b',')), eq(b'='));
+                    let d = _mm256_and_si256(
+                        _mm256_cmpgt_epi8(x, _mm256_set1_epi8(b'/' as i8)),
+                        _mm256_cmpgt_epi8(_mm256_set1_epi8(b':' as i8), x),
+                    );
+                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
+                    let o = _mm256_or_si256(
+                        _mm256_or_si256(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x), eq(0x7f)),
+                        _mm256_or_si256(eq(b'"'), eq(b'\\')),
+                    );
+                    structural |= (_mm256_movemask_epi8(s) as u32 as u64) << (h * 32);
+                    digits |= (_mm256_movemask_epi8(d) as u32 as u64) << (h * 32);
+                    odd |= _mm256_movemask_epi8(o);
+                }
+            }
+            (structural, digits, odd != 0)
+        })
     }
 }
 
@@ -632,7 +520,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             {
                 let mut sse2 = empty();
-                prop_assert_eq!(for_blocks(&bytes, &mut sse2, x86::block_sse2), !odd);
+                prop_assert_eq!(x86::classify_sse2(&bytes, &mut sse2), !odd);
                 prop_assert_eq!(sse2.structural, reference.structural);
                 prop_assert_eq!(sse2.digits, reference.digits);
                 if std::is_x86_feature_detected!("avx2") {
@@ -646,63 +534,6 @@ mod tests {
             let mut any = empty();
             prop_assert_eq!(classify(&bytes, &mut any), !odd);
             prop_assert_eq!(any.structural, reference.structural);
-        }
-
-        /// Block classes, newline and odd included, agree with a reference.
-        #[test]
-        fn block_classes_agree(bytes in proptest::array::uniform32(any::<u8>()), more in proptest::array::uniform32(any::<u8>())) {
-            let mut block = [0u8; 64];
-            block[..32].copy_from_slice(&bytes);
-            block[32..].copy_from_slice(&more);
-            let (mut odd, mut newline) = (0u64, 0u64);
-            for (i, &b) in block.iter().enumerate() {
-                odd |= ((!(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\') as u64) << i;
-                newline |= ((b == b'\n') as u64) << i;
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                let c = x86::block_sse2(&block);
-                prop_assert_eq!((c.odd, c.newline), (odd, newline));
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: AVX2 support was just checked.
-                    let c = unsafe { x86::block_avx2(&block) };
-                    prop_assert_eq!((c.odd, c.newline), (odd, newline));
-                }
-            }
-        }
-
-        /// Splitting a datagram with `scan_first` gives the same lines as
-        /// splitting on newlines and running the full scanner.
-        #[test]
-        fn scan_first_agrees_with_split_and_full_scan(lines in proptest::collection::vec(
-            (0usize..SEEDS.len(), proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
-                &b"a=, 019-.iu\"\\\t\r\nx"[..])), 0..3)), 1..12)) {
-            let mut datagram = Vec::new();
-            for (seed, edits) in lines {
-                let mut line = SEEDS[seed].as_bytes().to_vec();
-                for (at, byte) in edits {
-                    let p = at.index(line.len());
-                    line[p] = byte;
-                }
-                datagram.extend_from_slice(&line);
-                datagram.push(b'\n');
-            }
-            let mut rest = &datagram[..];
-            while !rest.is_empty() {
-                let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
-                if let Some((fast, used)) = scan_first(rest) {
-                    prop_assert_eq!(used, (end + 1).min(rest.len()));
-                    let full = scan::scan_line(&rest[..end]).map_err(|e| TestCaseError::fail(format!(
-                        "fast accepts, full rejects {:?}: {e:?}", String::from_utf8_lossy(&rest[..end]))))?;
-                    prop_assert_eq!(fast.raw, full.raw);
-                    prop_assert_eq!(fast.measurement, full.measurement);
-                    prop_assert_eq!(fast.tags, full.tags);
-                    prop_assert_eq!(fast.fields, full.fields);
-                    prop_assert_eq!(fast.timestamp, full.timestamp);
-                    prop_assert_eq!(fast.timestamp_offset, full.timestamp_offset);
-                }
-                rest = rest.get(end + 1..).unwrap_or(&[]);
-            }
         }
 
         #[test]

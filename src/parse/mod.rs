@@ -188,13 +188,6 @@ impl<'a> Iterator for Lines<'a> {
                 return None;
             }
             let rest = self.rest;
-            // Plain lines: newline search, classification and scan in one pass.
-            if !matches!(rest[0], b' ' | b'\t' | b'#' | b'\n' | b'\r') {
-                if let Some((line, used)) = fast::scan_first(rest) {
-                    self.rest = &rest[used..];
-                    return Some(Item::Line(line));
-                }
-            }
             let newline = memchr::memchr(b'\n', rest);
             let end = newline.unwrap_or(rest.len());
             let line = strip_cr(&rest[..end]);
