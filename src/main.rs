@@ -152,6 +152,48 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             s.name, s.url, s.routes, s.batch_max_size, s.batch_max_age, s.queue_max_batches, s.connections, s.timeout, s.gzip, s.retry_max_age
         );
     }
+    let c = &config.cardinality;
+    let limit = |n: u64| {
+        if n == 0 {
+            "off".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    println!();
+    println!(
+        "budgets (per shard, window {:?}): max_series={} max_lines_per_second={}",
+        c.window,
+        limit(c.max_series),
+        limit(c.max_lines_per_second)
+    );
+    for l in &c.limits {
+        println!(
+            "  measurement {:?}: max_series={} max_lines_per_second={}",
+            l.measurement,
+            limit(l.max_series.unwrap_or(c.max_series)),
+            limit(l.max_lines_per_second.unwrap_or(c.max_lines_per_second))
+        );
+    }
+    for r in &c.routes {
+        println!(
+            "  route {:?}: max_series={} max_lines_per_second={}",
+            r.route,
+            limit(r.max_series),
+            limit(r.max_lines_per_second)
+        );
+    }
+    if let Some(route) = &config.dead_letter.route {
+        let reasons = &config.dead_letter.reasons;
+        println!(
+            "dead letters: route {route:?}, reasons {}",
+            if reasons.is_empty() {
+                "all".to_string()
+            } else {
+                reasons.join(", ")
+            }
+        );
+    }
     println!();
     println!(
         "listen: udp={:?} shards={} io_uring={:?} read_buffer_size={}; admin: {}",

@@ -420,6 +420,17 @@ fn route_budget_limits_series_across_measurements() {
             && v["routes"][0]["series"] == 4
             && v["routes"][0]["rejected_cardinality"] == 5
     }));
+    // `sluice check` shows the budget.
+    let path = write_config("route-budget.toml", &config);
+    let out = Command::new(sluice_bin())
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("route \"dev\": max_series=4 max_lines_per_second=off"),
+        "{stdout}"
+    );
     // A budget for a route that does not exist is a config error naming the key.
     let bad = format!(
         "{}[[cardinality.route]]\nroute = \"nope\"\nmax_series = 1\n",
