@@ -42,6 +42,21 @@ pub(super) fn scan(raw: &[u8]) -> Option<Line<'_>> {
     walk(raw, &masks)
 }
 
+/// Index of the first `\n` in `hay`: the line splitter's search. Lines are
+/// short, so a plain 32-byte loop beats a general-purpose `memchr` call
+/// (whose setup and unrolling cost more than the ~150 bytes it searches).
+#[inline]
+pub(super) fn find_newline(hay: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { x86::find_newline_avx2(hay) };
+        }
+    }
+    memchr::memchr(b'\n', hay)
+}
+
 /// Per 64-byte block of a line: which bytes are structural (space, `,`,
 /// `=`) and which are ASCII digits.
 struct Masks {
@@ -300,36 +315,45 @@ fn classify(raw: &[u8], masks: &mut Masks) -> bool {
 fn for_blocks(
     raw: &[u8],
     masks: &mut Masks,
-    mut block: impl FnMut(&[u8; 64]) -> (u64, u64, bool),
+    mut block: impl FnMut(&[u8; 64]) -> (u64, u64, u64),
 ) -> bool {
-    let mut odd = false;
-    let whole = raw.len() / 64;
+    let mut odd = 0;
+    let n = raw.len();
+    let whole = n / 64;
     for b in 0..whole {
         let (structural, digits, other) = block(raw[b * 64..b * 64 + 64].try_into().unwrap());
         masks.structural[b] = structural;
         masks.digits[b] = digits;
         odd |= other;
     }
-    let tail = raw.len() % 64;
+    let tail = n % 64;
     if tail != 0 {
-        let mut last = [b'a'; 64];
-        last[..tail].copy_from_slice(&raw[whole * 64..]);
-        let (structural, digits, other) = block(&last);
+        let (structural, digits, other) = if whole > 0 {
+            // The line's last 64 bytes, overlapping the previous block: no
+            // copy; keep the bits of the `tail` bytes not yet classified.
+            let (s, d, o) = block(raw[n - 64..].try_into().unwrap());
+            let shift = 64 - tail;
+            (s >> shift, d >> shift, o >> shift)
+        } else {
+            let mut last = [b'a'; 64];
+            last[..tail].copy_from_slice(raw);
+            block(&last)
+        };
         masks.structural[whole] = structural;
         masks.digits[whole] = digits;
         odd |= other;
     }
-    !odd
+    odd == 0
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn classify_portable(raw: &[u8], masks: &mut Masks) -> bool {
     for_blocks(raw, masks, |bytes| {
-        let (mut structural, mut digits, mut odd) = (0u64, 0u64, false);
+        let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0u64);
         for (i, &b) in bytes.iter().enumerate() {
             structural |= (matches!(b, b' ' | b',' | b'=') as u64) << i;
             digits |= (b.is_ascii_digit() as u64) << i;
-            odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
+            odd |= ((!(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\') as u64) << i;
         }
         (structural, digits, odd)
     })
@@ -343,7 +367,7 @@ mod x86 {
     /// Sixteen bytes at a time; SSE2 is part of the x86_64 baseline.
     pub(super) fn classify_sse2(raw: &[u8], masks: &mut Masks) -> bool {
         for_blocks(raw, masks, |bytes| {
-            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0i32);
+            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0u64);
             for q in 0..4 {
                 // SAFETY: SSE2 is always available on x86_64; the load reads
                 // 16 bytes inside the 64-byte array (`loadu`: any alignment).
@@ -362,11 +386,32 @@ mod x86 {
                     );
                     structural |= (_mm_movemask_epi8(s) as u16 as u64) << (q * 16);
                     digits |= (_mm_movemask_epi8(d) as u16 as u64) << (q * 16);
-                    odd |= _mm_movemask_epi8(o);
+                    odd |= (_mm_movemask_epi8(o) as u16 as u64) << (q * 16);
                 }
             }
-            (structural, digits, odd != 0)
+            (structural, digits, odd)
         })
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn find_newline_avx2(hay: &[u8]) -> Option<usize> {
+        let newline = _mm256_set1_epi8(b'\n' as i8);
+        let mut i = 0;
+        while i + 32 <= hay.len() {
+            // SAFETY: `i + 32 <= hay.len()`, so the 32-byte load stays inside
+            // `hay` (`loadu`: any alignment); AVX2 is guaranteed by the caller.
+            let hits = unsafe {
+                let x = _mm256_loadu_si256(hay.as_ptr().add(i).cast());
+                _mm256_movemask_epi8(_mm256_cmpeq_epi8(x, newline)) as u32
+            };
+            if hits != 0 {
+                return Some(i + hits.trailing_zeros() as usize);
+            }
+            i += 32;
+        }
+        hay[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
     }
 
     /// Thirty-two bytes at a time.
@@ -376,7 +421,7 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn classify_avx2(raw: &[u8], masks: &mut Masks) -> bool {
         for_blocks(raw, masks, |bytes| {
-            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0i32);
+            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0u64);
             for h in 0..2 {
                 // SAFETY: the caller guarantees AVX2; the load reads 32 bytes
                 // inside the 64-byte array (`loadu`: any alignment).
@@ -395,10 +440,10 @@ mod x86 {
                     );
                     structural |= (_mm256_movemask_epi8(s) as u32 as u64) << (h * 32);
                     digits |= (_mm256_movemask_epi8(d) as u32 as u64) << (h * 32);
-                    odd |= _mm256_movemask_epi8(o);
+                    odd |= (_mm256_movemask_epi8(o) as u32 as u64) << (h * 32);
                 }
             }
-            (structural, digits, odd != 0)
+            (structural, digits, odd)
         })
     }
 }
@@ -534,6 +579,12 @@ mod tests {
             let mut any = empty();
             prop_assert_eq!(classify(&bytes, &mut any), !odd);
             prop_assert_eq!(any.structural, reference.structural);
+        }
+
+        #[test]
+        fn find_newline_is_memchr(bytes in proptest::collection::vec(
+            prop_oneof![20 => any::<u8>(), 1 => Just(b'\n')], 0..300)) {
+            prop_assert_eq!(find_newline(&bytes), memchr::memchr(b'\n', &bytes));
         }
 
         #[test]

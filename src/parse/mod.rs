@@ -188,7 +188,7 @@ impl<'a> Iterator for Lines<'a> {
                 return None;
             }
             let rest = self.rest;
-            let newline = memchr::memchr(b'\n', rest);
+            let newline = fast::find_newline(rest);
             let end = newline.unwrap_or(rest.len());
             let line = strip_cr(&rest[..end]);
             self.rest = rest.get(end + 1..).unwrap_or(&[]);
