@@ -34,7 +34,7 @@ pub(super) fn scan(raw: &[u8]) -> Option<Line<'_>> {
     }
     let mut masks = Masks {
         structural: [0; BLOCKS_MAX],
-        digits: [0; BLOCKS_MAX],
+        digits: [0; BLOCKS_MAX + 1],
         blocks: n.div_ceil(64),
     };
     if !classify(raw, &mut masks) {
@@ -62,7 +62,8 @@ pub(super) fn find_newline(hay: &[u8]) -> Option<usize> {
 /// `=`) and which are ASCII digits.
 struct Masks {
     structural: [u64; BLOCKS_MAX],
-    digits: [u64; BLOCKS_MAX],
+    /// One spare zero block, so `digits` may always read the next block.
+    digits: [u64; BLOCKS_MAX + 1],
     blocks: usize,
 }
 
@@ -71,22 +72,19 @@ impl Masks {
     #[inline(always)]
     fn digits(&self, start: usize, len: usize) -> u64 {
         let (block, offset) = (start / 64, start % 64);
-        let mut bits = self.digits[block] >> offset;
-        if offset != 0 && block + 1 < self.blocks {
-            bits |= self.digits[block + 1] << (64 - offset);
-        }
+        // Two shifts, so an offset of 0 shifts the next block out entirely
+        // (one shift by 64 would overflow) without a branch.
+        let bits =
+            (self.digits[block] >> offset) | ((self.digits[block + 1] << 1) << (63 - offset));
         bits & ones(len)
     }
 }
 
-/// The low `len` bits set (`len` ≤ 64).
+/// The low `len` bits set (`len` in 1..=64).
 #[inline(always)]
 fn ones(len: usize) -> u64 {
-    if len >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << len) - 1
-    }
+    debug_assert!((1..=64).contains(&len));
+    u64::MAX >> (64 - len)
 }
 
 /// The structural bytes of a line, in order.
@@ -555,7 +553,7 @@ mod tests {
         #[test]
         fn classifiers_agree(bytes in proptest::collection::vec(any::<u8>(), 1..LEN_MAX)) {
             let blocks = bytes.len().div_ceil(64);
-            let empty = || Masks { structural: [0; BLOCKS_MAX], digits: [0; BLOCKS_MAX], blocks };
+            let empty = || Masks { structural: [0; BLOCKS_MAX], digits: [0; BLOCKS_MAX + 1], blocks };
             let mut reference = empty();
             let mut odd = false;
             for (i, &b) in bytes.iter().enumerate() {
