@@ -278,29 +278,12 @@ fn tags_match(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> bool {
     if tag_section.is_empty() {
         return false;
     }
-    let found_pair = |k: &[u8], v: &[u8], (key, value): &(Vec<u8>, Vec<u8>)| {
-        parse::unescaped_eq(k, Escape::TagKey, key)
-            && parse::unescaped_eq(v, Escape::TagValue, value)
-    };
-    if pairs.is_empty() || pairs.len() > 64 {
-        return pairs
-            .iter()
-            .all(|pair| parse::tags(tag_section).any(|(k, v)| found_pair(k, v, pair)));
-    }
-    // One walk over the tag set, ticking off the pairs it finds.
-    let all = u64::MAX >> (64 - pairs.len());
-    let mut found = 0u64;
-    for (k, v) in parse::tags(tag_section) {
-        for (i, pair) in pairs.iter().enumerate() {
-            if found & (1 << i) == 0 && found_pair(k, v, pair) {
-                found |= 1 << i;
-                if found == all {
-                    return true;
-                }
-            }
-        }
-    }
-    false
+    pairs.iter().all(|(key, value)| {
+        parse::tags(tag_section).any(|(k, v)| {
+            parse::unescaped_eq(k, Escape::TagKey, key)
+                && parse::unescaped_eq(v, Escape::TagValue, value)
+        })
+    })
 }
 
 /// influx-spout's `Unescape`: drop a backslash that precedes `,`, `"`, space or `=`.
