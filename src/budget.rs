@@ -208,11 +208,11 @@ impl Budgets {
     /// measurement's budget, then its route's.
     pub fn admit(&mut self, line: &Line<'_>, route: RouteId, now_ns: i64) -> Result<(), LineDrop> {
         let key = self.hash(line.measurement);
-        let tracked = self.measurements.contains_key(&key)
-            || self.measurements.len() < self.config.max_measurements;
-        if !tracked {
+        if self.measurements.contains_key(&key) {
+            // Tracked already.
+        } else if self.measurements.len() >= self.config.max_measurements {
             self.untracked_lines += 1;
-        } else if !self.measurements.contains_key(&key) {
+        } else {
             let name = line.measurement;
             let limit = self.config.limits.iter().find(|l| {
                 crate::parse::unescaped_eq(
@@ -235,7 +235,10 @@ impl Budgets {
                 },
             );
         }
-        let measurement_series = tracked && self.measurements[&key].tracker.max_series > 0;
+        let measurement_series = self
+            .measurements
+            .get(&key)
+            .is_some_and(|m| m.tracker.max_series > 0);
         let route_series = self
             .routes
             .get(route as usize)
@@ -247,8 +250,7 @@ impl Budgets {
             0
         };
         let window_ns = self.config.window.as_nanos().min(i64::MAX as u128) as i64;
-        if tracked {
-            let m = self.measurements.get_mut(&key).expect("inserted above");
+        if let Some(m) = self.measurements.get_mut(&key) {
             m.tracker.admit(series, now_ns, window_ns)?;
         }
         if let Some(Some((_, t))) = self.routes.get_mut(route as usize) {

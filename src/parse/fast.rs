@@ -266,7 +266,9 @@ fn number_ok(v: &[u8], start: usize, masks: &Masks) -> bool {
     }
 }
 
-/// The timestamp `raw[start..]`: `-?d{1,19}` within the 1.x range.
+/// The timestamp `raw[start..]`: `-?d{1,19}` within the 1.x range. Not
+/// `scan::scan_timestamp`: the digit mask already settles what that one
+/// checks byte by byte (sharing it measured 4.6 % more scanner instructions).
 #[inline(always)]
 fn timestamp(raw: &[u8], start: usize, masks: &Masks) -> Option<i64> {
     let negative = raw[start] == b'-';
@@ -310,8 +312,10 @@ fn classify(raw: &[u8], masks: &mut Masks) -> bool {
     }
 }
 
-/// Run `block` over every 64 bytes of `raw`, the last block padded with a
-/// plain byte (neither structural, digit nor odd).
+/// Run `block` over every 64 bytes of `raw`. A partial last block is read as
+/// the line's last 64 bytes (overlapping the previous block) when the line is
+/// that long, else from a copy padded with a plain byte (neither structural,
+/// digit nor odd).
 #[inline(always)]
 fn for_blocks(
     raw: &[u8],

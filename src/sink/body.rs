@@ -26,11 +26,11 @@ pub struct BodyBuilder {
 }
 
 impl BodyBuilder {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }
 
-    pub fn first_at(&self) -> Option<Instant> {
+    pub(crate) fn first_at(&self) -> Option<Instant> {
         self.first_at
     }
 
@@ -92,13 +92,13 @@ fn gzip(parts: &[Bytes], raw_bytes: u64, level: u32) -> Bytes {
 pub struct Payload {
     parts: Arc<[Bytes]>,
     /// Bytes on the wire (after gzip): the Content-Length.
-    pub wire_bytes: u64,
+    pub(crate) wire_bytes: u64,
     /// Line-protocol bytes before gzip: what `bytes_delivered` counts.
-    pub raw_bytes: u64,
-    pub lines: u64,
+    pub(crate) raw_bytes: u64,
+    pub(crate) lines: u64,
     /// When the body's first chunk arrived; retries stop `retry_max_age` after it.
-    pub created: Instant,
-    pub gzip: bool,
+    pub(crate) created: Instant,
+    pub(crate) gzip: bool,
 }
 
 impl Payload {
@@ -112,7 +112,7 @@ impl Payload {
     }
 
     #[cfg(test)]
-    pub fn parts(&self) -> &[Bytes] {
+    pub(crate) fn parts(&self) -> &[Bytes] {
         &self.parts
     }
 }
