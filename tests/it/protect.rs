@@ -456,3 +456,35 @@ fn assert_identity_protect(s: &Sluice) {
         m.sum("sluice_routed_lines_total") + m.sum("sluice_dropped_lines_total")
     );
 }
+
+/// A route's lines-per-second budget limits everything routed there, across
+/// measurements, and leaves other routes alone.
+#[test]
+fn route_rate_budget_limits_a_flooding_route() {
+    let burst = HttpSink::start(Behaviour::Ok);
+    let other = HttpSink::start(Behaviour::Ok);
+    let config = format!(
+        "{}{}{}{}",
+        base_config("off").replace("shards = 2", "shards = 1"),
+        "[[rule]]\ntype = \"tags\"\ntags = [[\"env\", \"burst\"]]\nroute = \"burst\"\n\
+         [[cardinality.route]]\nroute = \"burst\"\nmax_lines_per_second = 50\n",
+        sink_config("burst", &burst.url(), &["burst"]),
+        sink_config("other", &other.url(), &["junk"]),
+    );
+    let s = Sluice::start(&config);
+    let mut lines = make_lines("a", 250, ",env=burst");
+    lines.extend(make_lines("b", 250, ",env=burst"));
+    lines.extend(make_lines("calm", 20, ""));
+    send_lines(s.udp[0], &lines, 1400);
+    assert!(wait_until(Duration::from_secs(10), || {
+        s.metrics().get("sluice_received_lines_total") == 520
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    let m = s.metrics();
+    let limited = m.get("sluice_dropped_lines_total{reason=\"rate_limited\"}");
+    // All sent within a second or two: at most 50 per second pass.
+    assert!(limited >= 500 - 150, "limited {limited}");
+    assert_eq!(burst.line_count() as u64, 500 - limited);
+    assert_eq!(other.line_count(), 20);
+    assert_identity_protect(&s);
+}
