@@ -133,10 +133,11 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("scan", |b| {
+        let mut scanner = parse::Scanner::new();
         b.iter(|| {
             let mut n = 0usize;
             for d in &datagrams {
-                for item in parse::lines(d) {
+                for item in scanner.lines(d) {
                     if let Item::Line(line) = item {
                         n += line.fields.len();
                     }
@@ -147,10 +148,11 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("scan_check_route", |b| {
         let mut scratch = table.scratch();
+        let mut scanner = parse::Scanner::new();
         b.iter(|| {
             let mut routes = [0u32; 32];
             for d in &datagrams {
-                for item in parse::lines(d) {
+                for item in scanner.lines(d) {
                     if let Item::Line(line) = item {
                         if line.raw.len() <= sanity.max_line_length
                             && window.accepts(line.timestamp)
@@ -167,10 +169,11 @@ fn bench(c: &mut Criterion) {
     let every_route = vec![true; table.routes().len()];
     group.bench_function("checker", |b| {
         let mut checker = Checker::new(&table, sanity.clone(), None, every_route.clone(), NOW);
+        let mut scanner = parse::Scanner::new();
         b.iter(|| {
             let mut accepted = 0usize;
             for d in &datagrams {
-                for item in parse::lines(d) {
+                for item in scanner.lines(d) {
                     if let Verdict::Accept { .. } = checker.judge(item) {
                         accepted += 1;
                     }
@@ -192,10 +195,11 @@ fn bench(c: &mut Criterion) {
             table.routes(),
         );
         let mut checker = Checker::new(&table, sanity.clone(), budgets, every_route.clone(), NOW);
+        let mut scanner = parse::Scanner::new();
         b.iter(|| {
             let mut accepted = 0usize;
             for d in &datagrams {
-                for item in parse::lines(d) {
+                for item in scanner.lines(d) {
                     if let Verdict::Accept { .. } = checker.judge(item) {
                         accepted += 1;
                     }

@@ -178,6 +178,9 @@ struct VerifyArgs {
     /// Receiver threads of the baseline relay (0 = one per core).
     #[arg(long, default_value_t = 0)]
     baseline_threads: usize,
+    /// sluice's receive path: auto (io_uring, else recvmmsg), on, or off (recvmmsg).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    io_uring: String,
     #[command(flatten)]
     gen: GenArgs,
 }
@@ -310,6 +313,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         drain_timeout: parse_duration(&a.drain_timeout)?,
         progress: !a.no_progress,
         baseline_threads: a.baseline_threads,
+        io_uring: a.io_uring,
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

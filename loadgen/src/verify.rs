@@ -50,6 +50,8 @@ pub struct VerifyConfig {
     pub progress: bool,
     /// Receiver threads for the baseline relay (0 = one per core).
     pub baseline_threads: usize,
+    /// sluice's `listen.io_uring` (`auto`, `on` or `off`), to compare receive paths.
+    pub io_uring: String,
     pub quiet: bool,
 }
 
@@ -70,6 +72,7 @@ impl Default for VerifyConfig {
             drain_timeout: Duration::from_secs(20),
             progress: true,
             baseline_threads: 0,
+            io_uring: "auto".into(),
             quiet: false,
         }
     }
@@ -194,9 +197,9 @@ pub fn default_sluice_path() -> PathBuf {
     }
 }
 
-fn sluice_config(sinks: &[SocketAddr]) -> String {
-    let mut s = String::from(
-        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\nio_uring = \"auto\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+fn sluice_config(sinks: &[SocketAddr], io_uring: &str) -> String {
+    let mut s = format!(
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\nio_uring = \"{io_uring}\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
@@ -271,7 +274,7 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
                 );
             }
             let conf = dir.join(format!("sluice-verify-{pid}-{tag}.toml"));
-            std::fs::write(&conf, sluice_config(sinks))?;
+            std::fs::write(&conf, sluice_config(sinks, &cfg.io_uring))?;
             let mut c = Command::new(path);
             c.arg("--config").arg(conf);
             c

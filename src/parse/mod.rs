@@ -178,17 +178,26 @@ pub const LINE_SPAN_MAX: usize = 16;
 /// Otherwise only the first physical line is rejected.
 pub struct Lines<'a> {
     rest: &'a [u8],
+    /// Reused fast-path masks (`Scanner::lines`); `None`: fresh ones per line.
+    masks: Option<&'a mut fast::Masks>,
 }
 
 impl<'a> Iterator for Lines<'a> {
     type Item = Item<'a>;
+    #[inline]
     fn next(&mut self) -> Option<Item<'a>> {
         loop {
             if self.rest.is_empty() {
                 return None;
             }
             let rest = self.rest;
-            let newline = fast::find_newline(rest);
+            let (newline, plain) = match self.masks.as_deref_mut() {
+                Some(masks) => {
+                    let next = fast::next_line(rest, masks);
+                    (next.newline, next.plain)
+                }
+                None => (fast::find_newline(rest), false),
+            };
             let end = newline.unwrap_or(rest.len());
             let line = strip_cr(&rest[..end]);
             self.rest = rest.get(end + 1..).unwrap_or(&[]);
@@ -210,7 +219,16 @@ impl<'a> Iterator for Lines<'a> {
                 },
                 Some(_) => {}
             }
-            return Some(match scan_line(line) {
+            let scanned = match self.masks.as_deref() {
+                Some(masks) if plain => match fast::scan_classified(line, masks) {
+                    Some(l) => Ok(l),
+                    None => scan::scan_line(line),
+                },
+                // `next_line` found a byte the fast path does not take.
+                Some(_) => scan::scan_line(line),
+                None => scan_line(line),
+            };
+            return Some(match scanned {
                 Ok(l) => Item::Line(l),
                 Err(ParseError::UnterminatedString) if newline.is_some() => {
                     match join_lines(rest, end) {
@@ -282,7 +300,41 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 
 /// Split a datagram into lines.
 pub fn lines(datagram: &[u8]) -> Lines<'_> {
-    Lines { rest: datagram }
+    Lines {
+        rest: datagram,
+        masks: None,
+    }
+}
+
+/// Reusable scratch for splitting and scanning datagrams: the shards' path.
+/// `lines` yields exactly what `parse::lines` yields, but the fast path's
+/// per-line masks live here instead of being set up on the stack for every
+/// line.
+pub struct Scanner {
+    masks: fast::Masks,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner {
+            masks: fast::Masks::new(),
+        }
+    }
+}
+
+impl Scanner {
+    pub fn new() -> Scanner {
+        Scanner::default()
+    }
+
+    /// Split `datagram` into lines and scan them.
+    #[inline]
+    pub fn lines<'a>(&'a mut self, datagram: &'a [u8]) -> Lines<'a> {
+        Lines {
+            rest: datagram,
+            masks: Some(&mut self.masks),
+        }
+    }
 }
 
 /// The full scanner alone, without the fast path: for differential tests and

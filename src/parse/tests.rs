@@ -1098,3 +1098,122 @@ mod prop {
         let _ = has_duplicate_field(bytes);
     }
 }
+
+// ---- The shards' path (`Scanner`) against `lines` ----
+
+mod scanner {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    /// `Scanner::lines` yields item for item what `lines` yields: same
+    /// verdicts, same slices (same addresses, so the same line boundaries).
+    fn same(datagram: &[u8], scanner: &mut Scanner) -> Result<(), TestCaseError> {
+        let ours: Vec<Item> = scanner.lines(datagram).collect();
+        let theirs: Vec<Item> = lines(datagram).collect();
+        prop_assert_eq!(
+            ours.len(),
+            theirs.len(),
+            "{:?}",
+            String::from_utf8_lossy(datagram)
+        );
+        for (a, b) in ours.iter().zip(&theirs) {
+            match (a, b) {
+                (Item::Line(a), Item::Line(b)) => {
+                    prop_assert_eq!(a.raw.as_ptr(), b.raw.as_ptr());
+                    prop_assert_eq!(a.raw, b.raw);
+                    prop_assert_eq!(a.measurement, b.measurement);
+                    prop_assert_eq!(a.tags, b.tags);
+                    prop_assert_eq!(a.fields, b.fields);
+                    prop_assert_eq!(a.timestamp, b.timestamp);
+                    prop_assert_eq!(a.timestamp_offset, b.timestamp_offset);
+                }
+                (Item::Reject { raw: a, error: ea }, Item::Reject { raw: b, error: eb }) => {
+                    prop_assert_eq!(a.as_ptr(), b.as_ptr());
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(ea, eb);
+                }
+                _ => prop_assert!(
+                    false,
+                    "verdicts differ on {:?}",
+                    String::from_utf8_lossy(datagram)
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    const PIECES: &[&str] = &[
+        "cpu,host=a,region=eu usage=1.5,idle=98i 1795985842709494595",
+        "mem free=12u,ok=t",
+        "disk,path=/x v=\"multi\nline\" 5",
+        "net v=\"open",
+        "# comment",
+        "   ",
+        "\t# indented comment",
+        "  cpu v=1",
+        "cpu v=1\r",
+        "# bad\rcomment",
+        "cpu,a=1,a=2 v=1",
+        "cpu v=1e3",
+        "cpu v=é",
+        "",
+    ];
+
+    #[test]
+    fn long_lines_and_block_edges() {
+        let mut scanner = Scanner::new();
+        for len in [62, 63, 64, 65, 127, 128, 129, 1023, 1024, 1025, 1100, 5000] {
+            for crlf in [false, true] {
+                let mut line = String::from("m,k=v f=1,g=");
+                while line.len() + 1 + (crlf as usize) < len {
+                    line.push('7');
+                }
+                line.push('i');
+                let mut d = line.clone();
+                d.push_str(if crlf { "\r\n" } else { "\n" });
+                d.push_str(&line);
+                d.push('\n');
+                d.push_str(&line);
+                same(d.as_bytes(), &mut scanner).unwrap();
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Datagrams built from typical and awkward lines, with edits.
+        #[test]
+        fn scanner_matches_lines(
+            pieces in proptest::collection::vec(0..PIECES.len(), 1..12),
+            crlf in proptest::collection::vec(any::<bool>(), 12),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+                &b"a=, 0\n\r\"\\\t#.-i"[..])), 0..4),
+            trailing_newline in any::<bool>(),
+        ) {
+            let mut d = Vec::new();
+            for (i, &p) in pieces.iter().enumerate() {
+                d.extend_from_slice(PIECES[p].as_bytes());
+                if i + 1 < pieces.len() || trailing_newline {
+                    d.extend_from_slice(if crlf[i] { b"\r\n" } else { b"\n" });
+                }
+            }
+            for (at, byte) in edits {
+                if !d.is_empty() {
+                    let p = at.index(d.len());
+                    d[p] = byte;
+                }
+            }
+            let mut scanner = Scanner::new();
+            same(&d, &mut scanner)?;
+        }
+
+        /// Arbitrary bytes, newline-rich.
+        #[test]
+        fn scanner_matches_lines_on_bytes(bytes in proptest::collection::vec(
+            prop_oneof![8 => prop::sample::select(&b"ab=, 01.-i\n"[..]), 1 => any::<u8>()], 0..400)) {
+            let mut scanner = Scanner::new();
+            same(&bytes, &mut scanner)?;
+        }
+    }
+}

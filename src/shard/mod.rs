@@ -116,6 +116,9 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
                 .map(|label| reasons.is_empty() || reasons.iter().any(|r| r == label))
                 .collect(),
         });
+    // Fast-path scratch, reused for every line (kept outside `Pipeline` so
+    // the line loop can borrow both).
+    let mut scanner = parse::Scanner::new();
     let mut pipeline = Pipeline {
         checker: Checker::new(
             &spec.table,
@@ -148,7 +151,9 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             .max(Duration::from_millis(1));
         pipeline.checker.set_now(wall_clock_ns());
         pipeline.batch_now = None;
-        if let Err(e) = receiver.poll(timeout, &mut |datagram: &[u8]| pipeline.datagram(datagram)) {
+        if let Err(e) = receiver.poll(timeout, &mut |datagram: &[u8]| {
+            pipeline.datagram(&mut scanner, datagram)
+        }) {
             tracing::error!(shard = spec.index, error = %e, "receive failed; retrying");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -194,10 +199,10 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     #[inline]
-    fn datagram(&mut self, datagram: &[u8]) {
+    fn datagram(&mut self, scanner: &mut parse::Scanner, datagram: &[u8]) {
         let now = *self.batch_now.get_or_insert_with(Instant::now);
         let mut lines = 0u64;
-        for item in parse::lines(datagram) {
+        for item in scanner.lines(datagram) {
             lines += 1;
             match self.checker.judge(item) {
                 Verdict::Accept {
