@@ -12,7 +12,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::parse::{self, Escape, Item};
+use sluice::parse::{self, Escape, Item, Scanner};
+
+thread_local! {
+    static SCANNER: std::cell::RefCell<Scanner> = std::cell::RefCell::new(Scanner::new());
+}
 
 fn unescaped(token: &[u8], kind: Escape) -> Vec<u8> {
     let mut out = Vec::new();
@@ -46,6 +50,28 @@ fuzz_target!(|data: &[u8]| {
             let _ = parse::fields(line.fields).count();
         }
     }
+    // 1b. The shards' path (`Scanner`, reused masks) yields exactly what
+    // `lines` yields, slice for slice; the scanner is reused across inputs
+    // as a shard reuses it across datagrams.
+    SCANNER.with(|scanner| {
+        let mut scanner = scanner.borrow_mut();
+        let ours: Vec<Item> = scanner.lines(data).collect();
+        let theirs: Vec<Item> = parse::lines(data).collect();
+        assert_eq!(ours.len(), theirs.len(), "Scanner and lines() split {data:?} differently");
+        for (a, b) in ours.iter().zip(&theirs) {
+            match (a, b) {
+                (Item::Line(a), Item::Line(b)) => assert_eq!(
+                    (a.raw.as_ptr(), a.raw, a.measurement, a.tags, a.fields, a.timestamp),
+                    (b.raw.as_ptr(), b.raw, b.measurement, b.tags, b.fields, b.timestamp),
+                    "Scanner and lines() differ on {data:?}"
+                ),
+                (Item::Reject { raw: a, error: ea }, Item::Reject { raw: b, error: eb }) => {
+                    assert_eq!((a.as_ptr(), *a, ea), (b.as_ptr(), *b, eb))
+                }
+                _ => panic!("Scanner and lines() give different verdicts on {data:?}"),
+            }
+        }
+    });
     // 2. The vector fast path agrees with the full scanner on every line.
     for raw in data.split(|&b| b == b'\n') {
         match (parse::scan_line(raw), parse::scan_line_full(raw)) {

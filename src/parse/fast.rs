@@ -31,45 +31,8 @@ pub(super) fn scan(raw: &[u8]) -> Option<Line<'_>> {
     scan_with(raw, &mut Masks::new())
 }
 
-/// The next line of a datagram, found and classified for the fast path.
-pub(super) struct NextLine {
-    /// Position of the `\n` that ends the line (`None`: it runs to the end).
-    pub newline: Option<usize>,
-    /// The line (without `\r\n`/`\n`) is in `masks` and may take the fast
-    /// path (`scan_classified`): not empty, at most `LEN_MAX` bytes, no odd byte.
-    pub plain: bool,
-}
-
-/// Find the end of the line that starts `rest` and classify it into `masks`:
-/// the `Scanner`'s path. With AVX-512BW one pass does both (each 64 bytes
-/// are loaded once); otherwise the newline search comes first.
-#[inline(always)]
-pub(super) fn next_line(rest: &[u8], masks: &mut Masks) -> NextLine {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if x86::level() == x86::Level::Avx512 {
-            // SAFETY: `level` reports AVX-512BW only where the CPU has it.
-            return unsafe { x86::next_line_avx512(rest, masks) };
-        }
-    }
-    let newline = find_newline(rest);
-    let line = super::strip_cr(&rest[..newline.unwrap_or(rest.len())]);
-    let n = line.len();
-    masks.blocks = n.div_ceil(64);
-    NextLine {
-        newline,
-        plain: n > 0 && n <= LEN_MAX && classify(line, masks),
-    }
-}
-
-/// The fast path over a line `next_line` found plain (its masks are current).
-#[inline(always)]
-pub(super) fn scan_classified<'a>(line: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
-    walk(line, masks)
-}
-
-/// `scan` with reusable masks: nothing to clear per line, since the walk
-/// reads only the blocks `classify` just wrote.
+/// `scan` with reusable masks (`Scanner`): nothing to clear per line, since
+/// the walk reads only the blocks `classify` just wrote.
 #[inline(always)]
 pub(super) fn scan_with<'a>(raw: &'a [u8], masks: &mut Masks) -> Option<Line<'a>> {
     let n = raw.len();
@@ -350,8 +313,6 @@ fn classify(raw: &[u8], masks: &mut Masks) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         match x86::level() {
-            // SAFETY: `level` reports AVX-512BW only where the CPU has it.
-            x86::Level::Avx512 => unsafe { x86::classify_avx512(raw, masks) },
             // SAFETY: `level` reports AVX2 only where the CPU has it.
             x86::Level::Avx2 => unsafe { x86::classify_avx2(raw, masks) },
             x86::Level::Sse2 => x86::classify_sse2(raw, masks),
@@ -418,7 +379,7 @@ fn classify_portable(raw: &[u8], masks: &mut Masks) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{for_blocks, Masks, NextLine, BLOCKS_MAX};
+    use super::{for_blocks, Masks};
     use std::arch::x86_64::*;
     use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
@@ -427,38 +388,30 @@ mod x86 {
     pub(super) enum Level {
         Sse2 = 1,
         Avx2 = 2,
-        Avx512 = 3,
     }
 
     static LEVEL: AtomicU8 = AtomicU8::new(0);
 
-    /// What the CPU supports, capped by `SLUICE_SIMD` (`sse2`, `avx2` or
-    /// `avx512`; read once) so a run can compare levels or avoid AVX-512.
+    /// AVX2 where the CPU has it, unless `SLUICE_SIMD=sse2` (read once) asks
+    /// for the SSE2 path, to compare the two or to work around a CPU issue.
     #[inline]
     pub(super) fn level() -> Level {
         match LEVEL.load(Relaxed) {
             1 => Level::Sse2,
             2 => Level::Avx2,
-            3 => Level::Avx512,
             _ => detect(),
         }
     }
 
     #[cold]
     fn detect() -> Level {
-        let cpu = if std::is_x86_feature_detected!("avx512bw") {
-            Level::Avx512
-        } else if std::is_x86_feature_detected!("avx2") {
+        let level = if std::is_x86_feature_detected!("avx2")
+            && std::env::var("SLUICE_SIMD").as_deref() != Ok("sse2")
+        {
             Level::Avx2
         } else {
             Level::Sse2
         };
-        let cap = match std::env::var("SLUICE_SIMD").as_deref() {
-            Ok("sse2") => Level::Sse2,
-            Ok("avx2") => Level::Avx2,
-            _ => Level::Avx512,
-        };
-        let level = if (cap as u8) < (cpu as u8) { cap } else { cpu };
         LEVEL.store(level as u8, Relaxed);
         level
     }
@@ -490,107 +443,6 @@ mod x86 {
             }
             (structural, digits, odd)
         })
-    }
-
-    /// Sixty-four bytes at a time, straight into bitmasks; the last partial
-    /// block is a masked load (no overlap, no padded copy).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512BW; `raw` is at most `LEN_MAX` bytes.
-    #[target_feature(enable = "avx512bw")]
-    pub(super) unsafe fn classify_avx512(raw: &[u8], masks: &mut Masks) -> bool {
-        let n = raw.len();
-        let mut odd = 0;
-        for b in 0..masks.blocks {
-            let left = n - b * 64;
-            let keep = if left >= 64 {
-                u64::MAX
-            } else {
-                (1 << left) - 1
-            };
-            // SAFETY: AVX-512BW is guaranteed by the caller. The masked load
-            // reads only the `keep` lanes, all inside `raw`; masked-off lanes
-            // are not accessed (no fault) and read as zero.
-            let x = unsafe { _mm512_maskz_loadu_epi8(keep, raw.as_ptr().add(b * 64).cast()) };
-            let eq = |c: u8| _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(c as i8));
-            masks.structural[b] = eq(b' ') | eq(b',') | eq(b'=');
-            // Unsigned `x - '0' < 10`; the zeroed lanes are not digits.
-            masks.digits[b] = _mm512_cmplt_epu8_mask(
-                _mm512_sub_epi8(x, _mm512_set1_epi8(b'0' as i8)),
-                _mm512_set1_epi8(10),
-            );
-            // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
-            let other =
-                _mm512_cmplt_epi8_mask(x, _mm512_set1_epi8(0x20)) | eq(0x7f) | eq(b'"') | eq(b'\\');
-            odd |= other & keep;
-        }
-        masks.digits[masks.blocks] = 0;
-        odd == 0
-    }
-
-    /// `next_line` in one pass: each 64 bytes from the line's start are
-    /// loaded once, searched for `\n` and classified up to it.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512BW.
-    #[target_feature(enable = "avx512bw")]
-    pub(super) unsafe fn next_line_avx512(rest: &[u8], masks: &mut Masks) -> NextLine {
-        let n = rest.len();
-        let mut odd = 0u32;
-        let mut b = 0;
-        let newline = loop {
-            let at = b * 64;
-            if at >= n {
-                break None;
-            }
-            let left = n - at;
-            let keep = if left >= 64 {
-                u64::MAX
-            } else {
-                (1 << left) - 1
-            };
-            // SAFETY: AVX-512BW is guaranteed by the caller. The masked load
-            // reads only the `keep` lanes, all inside `rest`; masked-off lanes
-            // are not accessed (no fault) and read as zero.
-            let x = unsafe { _mm512_maskz_loadu_epi8(keep, rest.as_ptr().add(at).cast()) };
-            let eq = |c: u8| _mm512_cmpeq_epi8_mask(x, _mm512_set1_epi8(c as i8));
-            let newlines = eq(b'\n');
-            // The bytes of this block that belong to the line.
-            let line = if newlines != 0 {
-                (newlines & newlines.wrapping_neg()) - 1
-            } else {
-                keep
-            };
-            if b < BLOCKS_MAX {
-                masks.structural[b] = (eq(b' ') | eq(b',') | eq(b'=')) & line;
-                // Unsigned `x - '0' < 10`; the zeroed lanes are not digits.
-                masks.digits[b] = _mm512_cmplt_epu8_mask(
-                    _mm512_sub_epi8(x, _mm512_set1_epi8(b'0' as i8)),
-                    _mm512_set1_epi8(10),
-                ) & line;
-            }
-            // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
-            let other =
-                _mm512_cmplt_epi8_mask(x, _mm512_set1_epi8(0x20)) | eq(0x7f) | eq(b'"') | eq(b'\\');
-            odd += (other & line).count_ones();
-            if newlines != 0 {
-                break Some(at + newlines.trailing_zeros() as usize);
-            }
-            b += 1;
-        };
-        let mut len = newline.unwrap_or(n);
-        if len > 0 && rest[len - 1] == b'\r' {
-            // `Lines` strips a CR before the newline: not part of the line
-            // (it was counted odd; it is neither structural nor a digit).
-            len -= 1;
-            odd -= 1;
-        }
-        let plain = len > 0 && len <= super::LEN_MAX && odd == 0;
-        if plain {
-            masks.blocks = len.div_ceil(64);
-            masks.digits[masks.blocks] = 0;
-        }
-        NextLine { newline, plain }
     }
 
     /// # Safety
@@ -768,13 +620,6 @@ mod tests {
                 prop_assert_eq!(x86::classify_sse2(&bytes, &mut sse2), !odd);
                 prop_assert_eq!(sse2.structural, reference.structural);
                 prop_assert_eq!(sse2.digits, reference.digits);
-                if std::is_x86_feature_detected!("avx512bw") {
-                    let mut avx512 = empty();
-                    // SAFETY: AVX-512BW support was just checked.
-                    prop_assert_eq!(unsafe { x86::classify_avx512(&bytes, &mut avx512) }, !odd);
-                    prop_assert_eq!(avx512.structural, reference.structural);
-                    prop_assert_eq!(avx512.digits, reference.digits);
-                }
                 if std::is_x86_feature_detected!("avx2") {
                     let mut avx2 = empty();
                     // SAFETY: AVX2 support was just checked.

@@ -191,13 +191,7 @@ impl<'a> Iterator for Lines<'a> {
                 return None;
             }
             let rest = self.rest;
-            let (newline, plain) = match self.masks.as_deref_mut() {
-                Some(masks) => {
-                    let next = fast::next_line(rest, masks);
-                    (next.newline, next.plain)
-                }
-                None => (fast::find_newline(rest), false),
-            };
+            let newline = fast::find_newline(rest);
             let end = newline.unwrap_or(rest.len());
             let line = strip_cr(&rest[..end]);
             self.rest = rest.get(end + 1..).unwrap_or(&[]);
@@ -219,13 +213,11 @@ impl<'a> Iterator for Lines<'a> {
                 },
                 Some(_) => {}
             }
-            let scanned = match self.masks.as_deref() {
-                Some(masks) if plain => match fast::scan_classified(line, masks) {
+            let scanned = match self.masks.as_deref_mut() {
+                Some(masks) => match fast::scan_with(line, masks) {
                     Some(l) => Ok(l),
                     None => scan::scan_line(line),
                 },
-                // `next_line` found a byte the fast path does not take.
-                Some(_) => scan::scan_line(line),
                 None => scan_line(line),
             };
             return Some(match scanned {

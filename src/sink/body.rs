@@ -30,6 +30,11 @@ impl BodyBuilder {
         self.parts.is_empty()
     }
 
+    /// Bytes in the body so far.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes
+    }
+
     pub(crate) fn first_at(&self) -> Option<Instant> {
         self.first_at
     }

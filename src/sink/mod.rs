@@ -23,7 +23,7 @@ mod client;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,14 @@ pub struct Sink {
     pub name: String,
     pub stats: Arc<SinkStats>,
     queue: ArrayQueue<Chunk>,
+    /// Bytes of the chunks in `queue` (one update per chunk, not per line).
+    queued_bytes: AtomicUsize,
+    /// The collector sleeps until this many bytes are queued: 1 while its
+    /// body is empty (the first chunk starts the `batch_max_age` clock), else
+    /// what the body still needs to be full. A chunk that does not bring the
+    /// queue to it does not wake the collector: under load that is one
+    /// cross-thread wake-up per body or two, not one per chunk.
+    wake_at_bytes: AtomicUsize,
     /// Wakes the collector: one stored permit, so a push is never missed.
     wake: Notify,
 }
@@ -76,12 +84,15 @@ impl Sink {
     /// Offer a chunk without blocking. `Err` gives it back when the queue is full;
     /// the caller counts it as `queue_full` for this sink.
     pub fn offer(&self, chunk: Chunk) -> Result<(), Chunk> {
+        let bytes = chunk.data.len().max(1);
         self.queue.push(chunk)?;
-        // Wake the collector only on the empty -> non-empty edge: it pops
-        // until the queue is empty before it waits, so a push onto a
-        // non-empty queue is always seen. Saves a cross-thread wake-up per
-        // chunk per sink under load.
-        if self.queue.len() <= 1 {
+        // Wake the collector when this push brings the queue to what it
+        // waits for (`wake_at_bytes`). Exactly one push crosses that mark;
+        // the collector re-reads `queued_bytes` after publishing the mark,
+        // so between the two sides no crossing goes unseen (SeqCst).
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+        let wanted = self.wake_at_bytes.load(Ordering::SeqCst);
+        if before < wanted && before + bytes >= wanted {
             self.wake.notify_one();
         }
         Ok(())
@@ -98,10 +109,17 @@ impl Sink {
     /// Empty the queue, returning the lines it held.
     fn drain_queue(&self) -> u64 {
         let mut lines = 0;
-        while let Some(chunk) = self.queue.pop() {
+        while let Some(chunk) = self.pop() {
             lines += u64::from(chunk.lines);
         }
         lines
+    }
+
+    fn pop(&self) -> Option<Chunk> {
+        let chunk = self.queue.pop()?;
+        self.queued_bytes
+            .fetch_sub(chunk.data.len().max(1), Ordering::SeqCst);
+        Some(chunk)
     }
 }
 
@@ -199,6 +217,8 @@ pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
         name: name.clone(),
         stats: Arc::new(SinkStats::default()),
         queue: ArrayQueue::new(cfg.queue_max_batches),
+        queued_bytes: AtomicUsize::new(0),
+        wake_at_bytes: AtomicUsize::new(1),
         wake: Notify::new(),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -298,22 +318,36 @@ impl Writer {
     ) -> BodyBuilder {
         let stats = &self.sink.stats;
         let mut body = BodyBuilder::default();
+        // `batch_max_age` ran out: take what is queued (chunks that did not
+        // wake the collector) and send.
+        let mut aged = false;
         loop {
             let chunk = match collector.carry.take() {
                 Some(chunk) => chunk,
-                None => match self.sink.queue.pop() {
+                None => match self.sink.pop() {
                     Some(chunk) => {
                         stats
                             .lines_in_flight
                             .fetch_add(u64::from(chunk.lines), Ordering::Relaxed);
                         chunk
                     }
-                    None if collector.stopping => return body,
+                    None if collector.stopping || aged => return body,
                     None => {
+                        // Sleep until a chunk starts the body, or until the
+                        // queue holds what fills it (or its age runs out).
+                        let wanted = if body.is_empty() {
+                            1
+                        } else {
+                            self.batch_max_size.saturating_sub(body.len()).max(1)
+                        };
+                        self.sink.wake_at_bytes.store(wanted, Ordering::SeqCst);
+                        if self.sink.queued_bytes.load(Ordering::SeqCst) >= wanted {
+                            continue;
+                        }
                         let age_deadline = body.first_at().map(|t| later(t, self.batch_max_age));
                         tokio::select! {
                             () = self.sink.wake.notified() => {}
-                            () = sleep_until(age_deadline) => return body,
+                            () = sleep_until(age_deadline) => aged = true,
                             _ = stop.changed(), if !collector.stopping => collector.stopping = true,
                         }
                         continue;
@@ -333,12 +367,14 @@ impl Writer {
                 return body;
             }
             body.push(chunk);
-            let aged = body
-                .first_at()
-                .is_some_and(|t| t.elapsed() >= self.batch_max_age);
-            if body.is_full(self.batch_max_size) || aged {
+            if body.is_full(self.batch_max_size) {
                 return body;
             }
+            // Past its age: still take what is already queued, then send.
+            aged = aged
+                || body
+                    .first_at()
+                    .is_some_and(|t| t.elapsed() >= self.batch_max_age);
         }
     }
 }

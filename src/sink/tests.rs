@@ -318,6 +318,56 @@ fn max_age_flushes_a_lone_chunk() {
 }
 
 #[test]
+fn chunks_that_do_not_fill_a_body_join_it_when_it_ages() {
+    // Chunks below the body size do not wake the collector; at
+    // `batch_max_age` it must still take every chunk already queued.
+    let server = Server::local(Vec::new(), ok());
+    let mut cfg = config("trickle", server.url());
+    cfg.batch_max_size = 1 << 20;
+    cfg.batch_max_age = Duration::from_millis(300);
+    let (sink, writer) = start(&cfg).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let c = chunk(i, 1, 40);
+        expected.extend_from_slice(&c.data);
+        sink.offer(c).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(wait_for(Duration::from_secs(3), || load(
+        &sink.stats.lines_delivered
+    ) == 5));
+    server.with(|state| {
+        assert_eq!(state.requests.len(), 1, "one body for all five chunks");
+        assert_eq!(state.requests[0].body, expected);
+    });
+    writer.shutdown(soon(2));
+}
+
+#[test]
+fn a_queue_that_fills_the_body_wakes_the_collector_before_max_age() {
+    let server = Server::local(Vec::new(), ok());
+    let mut cfg = config("fills", server.url());
+    cfg.batch_max_size = 1000;
+    cfg.batch_max_age = Duration::from_secs(60);
+    let (sink, writer) = start(&cfg).unwrap();
+    let offered = Instant::now();
+    // The first chunk starts a body; the collector then sleeps until the
+    // queue holds what fills it.
+    sink.offer(chunk(0, 2, 50)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for i in 1..10 {
+        sink.offer(chunk(i, 2, 50)).unwrap();
+    }
+    assert!(wait_for(Duration::from_secs(5), || server.requests() >= 1));
+    assert!(
+        offered.elapsed() < Duration::from_secs(10),
+        "sent before max age"
+    );
+    server.with(|state| assert_eq!(state.requests[0].body.len(), 1000));
+    writer.shutdown(soon(2));
+}
+
+#[test]
 fn server_errors_are_retried_then_delivered() {
     let fail = Action::Status(500, Vec::new());
     let server = Server::local(vec![fail.clone(), fail], ok());
