@@ -86,8 +86,17 @@ impl Masks {
         let (block, offset) = (start / 64, start % 64);
         // Two shifts, so an offset of 0 shifts the next block out entirely
         // (one shift by 64 would overflow) without a branch.
-        let bits =
-            (self.digits[block] >> offset) | ((self.digits[block + 1] << 1) << (63 - offset));
+        debug_assert!(start < LEN_MAX && block < self.blocks);
+        // SAFETY: callers pass bytes of the line (`start < n <= LEN_MAX`), so
+        // `block < self.blocks <= BLOCKS_MAX` and `block + 1 <= BLOCKS_MAX`:
+        // both inside `digits`, whose spare last entry is zero.
+        let (this, next) = unsafe {
+            (
+                *self.digits.get_unchecked(block),
+                *self.digits.get_unchecked(block + 1),
+            )
+        };
+        let bits = (this >> offset) | ((next << 1) << (63 - offset));
         bits & ones(len)
     }
 }
@@ -128,6 +137,18 @@ impl<'m> Structurals<'m> {
     }
 }
 
+/// The byte at a position taken from the masks: a structural position (from
+/// `Structurals`, which yields only set bits of the line's masks) or a bit of
+/// a value's masked digit bits. `for_blocks` sets bits only for bytes inside
+/// the line (the tail block is shifted or padded) and value bits are cut to
+/// the value's length, so such positions are always below `raw.len()`.
+#[inline(always)]
+fn byte(raw: &[u8], at: usize) -> u8 {
+    debug_assert!(at < raw.len());
+    // SAFETY: `at < raw.len()`, by the invariant above.
+    unsafe { *raw.get_unchecked(at) }
+}
+
 #[inline(always)]
 fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
     let n = raw.len();
@@ -138,18 +159,18 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
     }
     // Measurement: up to the first `,` or space (a bare `=` belongs to it).
     let mut at = it.next()?;
-    while raw[at] == b'=' {
+    while byte(raw, at) == b'=' {
         at = it.next()?;
     }
     let measurement_end = at;
-    let (tags_start, tags_end) = if raw[at] == b',' {
+    let (tags_start, tags_end) = if byte(raw, at) == b',' {
         let start = at + 1;
         let mut keys = [(0u16, 0u16); TAGS_MAX];
         let mut count = 0;
         let mut key_start = start;
         loop {
             let equals = it.next()?;
-            if raw[equals] != b'=' || equals == key_start || count == TAGS_MAX {
+            if byte(raw, equals) != b'=' || equals == key_start || count == TAGS_MAX {
                 return None;
             }
             let key = &raw[key_start..equals];
@@ -163,10 +184,10 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
             keys[count] = (key_start as u16, equals as u16);
             count += 1;
             let end = it.next()?;
-            if raw[end] == b'=' || end == equals + 1 {
+            if byte(raw, end) == b'=' || end == equals + 1 {
                 return None;
             }
-            if raw[end] == b' ' {
+            if byte(raw, end) == b' ' {
                 at = end;
                 break (start, end);
             }
@@ -183,11 +204,11 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
     let mut key_start = fields_start;
     loop {
         let equals = it.next()?;
-        if raw[equals] != b'=' || equals == key_start {
+        if byte(raw, equals) != b'=' || equals == key_start {
             return None;
         }
         let end = it.next().unwrap_or(n);
-        if end < n && raw[end] == b'=' {
+        if end < n && byte(raw, end) == b'=' {
             return None;
         }
         if !value_ok(raw, equals + 1, end, masks) {
@@ -203,7 +224,7 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
                 timestamp_offset: n,
             });
         }
-        if raw[end] == b' ' {
+        if byte(raw, end) == b' ' {
             // Timestamp: the rest of the line, with no structural byte in it.
             let ts_start = end + 1;
             if ts_start == n || it.next().is_some() {
@@ -228,7 +249,10 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
 /// value) is `false`.
 #[inline(always)]
 fn value_ok(raw: &[u8], start: usize, end: usize, masks: &Masks) -> bool {
-    let v = &raw[start..end];
+    debug_assert!(start <= end && end <= raw.len());
+    // SAFETY: `start` is just past an `=` and `end` the next structural
+    // position or the line's end, so `start <= end <= raw.len()`.
+    let v = unsafe { raw.get_unchecked(start..end) };
     match v.first() {
         Some(b'0'..=b'9' | b'-' | b'.') => number_ok(v, start, masks),
         Some(b't' | b'T' | b'f' | b'F') => matches!(
@@ -272,7 +296,7 @@ fn number_ok(v: &[u8], start: usize, masks: &Masks) -> bool {
             // All digits (at least one), or digits around exactly one `.`.
             (others == 0 && len > sign)
                 || (others.count_ones() == 1
-                    && v[others.trailing_zeros() as usize] == b'.'
+                    && byte(v, others.trailing_zeros() as usize) == b'.'
                     && len - sign >= 2)
         }
     }
@@ -472,8 +496,12 @@ mod x86 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn classify_avx2(raw: &[u8], masks: &mut Masks) -> bool {
+        // Odd bytes only matter as "any at all": OR the compare results and
+        // test once at the end (re-reading the tail's overlap is harmless:
+        // those bytes are in the line too; the padding is a plain byte).
+        let mut odd = _mm256_setzero_si256();
         for_blocks(raw, masks, |bytes| {
-            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0u64);
+            let (mut structural, mut digits) = (0u64, 0u64);
             for h in 0..2 {
                 // SAFETY: the caller guarantees AVX2; the load reads 32 bytes
                 // inside the 64-byte array (`loadu`: any alignment).
@@ -490,13 +518,14 @@ mod x86 {
                         _mm256_or_si256(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x), eq(0x7f)),
                         _mm256_or_si256(eq(b'"'), eq(b'\\')),
                     );
+                    odd = _mm256_or_si256(odd, o);
                     structural |= (_mm256_movemask_epi8(s) as u32 as u64) << (h * 32);
                     digits |= (_mm256_movemask_epi8(d) as u32 as u64) << (h * 32);
-                    odd |= (_mm256_movemask_epi8(o) as u32 as u64) << (h * 32);
                 }
             }
-            (structural, digits, odd)
-        })
+            (structural, digits, 0)
+        });
+        _mm256_testz_si256(odd, odd) == 1
     }
 }
 
