@@ -73,8 +73,9 @@ pub struct Sink {
     /// The collector sleeps until this many bytes are queued: 1 while its
     /// body is empty (the first chunk starts the `batch_max_age` clock), else
     /// what the body still needs to be full. A chunk that does not bring the
-    /// queue to it does not wake the collector: under load that is one
-    /// cross-thread wake-up per body or two, not one per chunk.
+    /// queue to it (or the queue to half its capacity) does not wake the
+    /// collector: under load that is one cross-thread wake-up per body or
+    /// two, not one per chunk.
     wake_at_bytes: AtomicUsize,
     /// Wakes the collector: one stored permit, so a push is never missed.
     wake: Notify,
@@ -92,11 +93,20 @@ impl Sink {
         // so between the two sides no crossing goes unseen (SeqCst).
         let before = self.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
         let wanted = self.wake_at_bytes.load(Ordering::SeqCst);
-        if before < wanted && before + bytes >= wanted {
+        // Also while the queue is at least half full by count: many small
+        // chunks (sealed by `chunk.max_age` at low rates) must not fill it
+        // while the collector waits for bytes, or offers would start
+        // failing. (`>=`, not `==`: concurrent pushes may skip the mark.)
+        if (before < wanted && before + bytes >= wanted) || self.queue.len() >= self.half_full() {
             self.wake.notify_one();
         }
         Ok(())
     }
+    /// The chunk count at which the collector is woken whatever the bytes.
+    fn half_full(&self) -> usize {
+        (self.queue.capacity() / 2).max(1)
+    }
+
     /// Chunks waiting in the queue.
     pub fn queue_len(&self) -> usize {
         self.queue.len()
@@ -341,7 +351,9 @@ impl Writer {
                             self.batch_max_size.saturating_sub(body.len()).max(1)
                         };
                         self.sink.wake_at_bytes.store(wanted, Ordering::SeqCst);
-                        if self.sink.queued_bytes.load(Ordering::SeqCst) >= wanted {
+                        if self.sink.queued_bytes.load(Ordering::SeqCst) >= wanted
+                            || self.sink.queue.len() >= self.sink.half_full()
+                        {
                             continue;
                         }
                         let age_deadline = body.first_at().map(|t| later(t, self.batch_max_age));

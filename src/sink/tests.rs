@@ -344,6 +344,49 @@ fn chunks_that_do_not_fill_a_body_join_it_when_it_ages() {
 }
 
 #[test]
+fn many_small_chunks_never_fill_the_queue_while_the_body_waits() {
+    // Small chunks (as `chunk.max_age` seals them at low rates) far below the
+    // body size: the collector must still take them before the queue, which
+    // counts chunks, fills and offers start failing.
+    let server = Server::local(Vec::new(), ok());
+    let mut cfg = config("small", server.url());
+    cfg.queue_max_batches = 8;
+    cfg.batch_max_size = 1 << 20;
+    cfg.batch_max_age = Duration::from_millis(500);
+    let (sink, writer) = start(&cfg).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..100 {
+        let c = chunk(i, 1, 30);
+        expected.extend_from_slice(&c.data);
+        let mut pending = c;
+        // A moment for the collector to run, as between a shard's polls.
+        let started = Instant::now();
+        loop {
+            match sink.offer(pending) {
+                Ok(()) => break,
+                Err(back) => {
+                    assert!(
+                        started.elapsed() < Duration::from_millis(200),
+                        "queue stayed full: the collector was not woken"
+                    );
+                    pending = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    assert!(wait_for(Duration::from_secs(5), || load(
+        &sink.stats.lines_delivered
+    ) == 100));
+    server.with(|state| {
+        let bodies: Vec<&[u8]> = state.requests.iter().map(|r| &r.body[..]).collect();
+        assert_eq!(bodies.concat(), expected);
+        assert!(bodies.len() <= 3, "coalesced: {} bodies", bodies.len());
+    });
+    writer.shutdown(soon(2));
+}
+
+#[test]
 fn a_queue_that_fills_the_body_wakes_the_collector_before_max_age() {
     let server = Server::local(Vec::new(), ok());
     let mut cfg = config("fills", server.url());
