@@ -115,7 +115,7 @@ pub enum Escape {
 }
 
 /// A scanned, valid line. All slices borrow the datagram; tokens are still escaped.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Line<'a> {
     /// The whole line without its line ending (`\n` or `\r\n`).
     pub raw: &'a [u8],
@@ -158,7 +158,7 @@ impl<'a> Line<'a> {
 }
 
 /// One item of a datagram: a valid line or a rejected one.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Item<'a> {
     Line(Line<'a>),
     Reject { raw: &'a [u8], error: ParseError },
@@ -214,10 +214,7 @@ impl<'a> Iterator for Lines<'a> {
                 Some(_) => {}
             }
             let scanned = match self.masks.as_deref_mut() {
-                Some(masks) => match fast::scan_with(line, masks) {
-                    Some(l) => Ok(l),
-                    None => scan::scan_line(line),
-                },
+                Some(masks) => scan_line_with(line, masks),
                 None => scan_line(line),
             };
             return Some(match scanned {
@@ -338,7 +335,13 @@ pub fn scan_line_full(line: &[u8]) -> Result<Line<'_>, ParseError> {
 
 /// Scan one line (without its line ending).
 pub fn scan_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
-    match fast::scan(line) {
+    scan_line_with(line, &mut fast::Masks::new())
+}
+
+/// The fast path with the given masks, else the full scanner.
+#[inline(always)]
+fn scan_line_with<'a>(line: &'a [u8], masks: &mut fast::Masks) -> Result<Line<'a>, ParseError> {
+    match fast::scan_with(line, masks) {
         Some(l) => Ok(l),
         None => scan::scan_line(line),
     }

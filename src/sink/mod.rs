@@ -85,7 +85,7 @@ impl Sink {
     /// Offer a chunk without blocking. `Err` gives it back when the queue is full;
     /// the caller counts it as `queue_full` for this sink.
     pub fn offer(&self, chunk: Chunk) -> Result<(), Chunk> {
-        let bytes = chunk.data.len().max(1);
+        let bytes = queued_size(&chunk);
         self.queue.push(chunk)?;
         // Wake the collector when this push brings the queue to what it
         // waits for (`wake_at_bytes`). Exactly one push crosses that mark;
@@ -128,9 +128,15 @@ impl Sink {
     fn pop(&self) -> Option<Chunk> {
         let chunk = self.queue.pop()?;
         self.queued_bytes
-            .fetch_sub(chunk.data.len().max(1), Ordering::SeqCst);
+            .fetch_sub(queued_size(&chunk), Ordering::SeqCst);
         Some(chunk)
     }
+}
+
+/// What a chunk adds to `queued_bytes`: its bytes, at least 1 so that even
+/// an empty chunk counts as something queued.
+fn queued_size(chunk: &Chunk) -> usize {
+    chunk.data.len().max(1)
 }
 
 impl std::fmt::Debug for Sink {
