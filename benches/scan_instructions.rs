@@ -10,7 +10,16 @@
 //! ns timestamps), cuts it into 1400-byte datagrams at line boundaries and
 //! runs `parse::Scanner::lines` (the shards' path) over it 20 times. Under `cargo bench` it simply runs
 //! once and prints what it scanned.
+use std::time::{Duration, Instant};
+
+use sluice::batch::Batcher;
+use sluice::check::{Checker, Verdict};
+use sluice::config::{Precision, SanityConfig};
 use sluice::parse::{self, Item};
+use sluice::route::RouteTable;
+
+/// The corpus's timestamp, and the checker's "now".
+const NOW: i64 = 1_795_985_842_709_494_595;
 
 fn main() {
     let mut datagrams: Vec<Vec<u8>> = Vec::new();
@@ -20,10 +29,10 @@ fn main() {
     while total < 1 << 20 {
         let host = i % 1000;
         let line = match i % 4 {
-            0 => format!("cpu,host=host{host:04},region=eu-west-1,cpu=cpu{} usage_user={}.22,usage_system=22.68,usage_idle=64.22,usage_iowait=85.71,seq={i:012}i 1795985842709494595\n", i % 8, i % 100),
-            1 => format!("mem,host=host{host:04},region=eu-west-1,cpu=cpu0 used_percent=23.97,available_percent=46.07,cached=30.20,buffered=27.90,seq={i:012}i 1795985842709494595\n"),
-            2 => format!("disk,host=host{host:04},region=eu-west-1,cpu=cpu0 used_percent=87.40,inodes_used=57.91,free=87.65,total=72.96,seq={i:012}i 1795985842709494595\n"),
-            _ => format!("net,host=host{host:04},region=eu-west-1,cpu=cpu0 bytes_recv=54.69,bytes_sent=2.25,packets_recv=15.56,packets_sent=26.25,seq={i:012}i 1795985842709494595\n"),
+            0 => format!("cpu,host=host{host:04},region=eu-west-1,cpu=cpu{} usage_user={}.22,usage_system=22.68,usage_idle=64.22,usage_iowait=85.71,seq={i:012}i {NOW}\n", i % 8, i % 100),
+            1 => format!("mem,host=host{host:04},region=eu-west-1,cpu=cpu0 used_percent=23.97,available_percent=46.07,cached=30.20,buffered=27.90,seq={i:012}i {NOW}\n"),
+            2 => format!("disk,host=host{host:04},region=eu-west-1,cpu=cpu0 used_percent=87.40,inodes_used=57.91,free=87.65,total=72.96,seq={i:012}i {NOW}\n"),
+            _ => format!("net,host=host{host:04},region=eu-west-1,cpu=cpu0 bytes_recv=54.69,bytes_sent=2.25,packets_recv=15.56,packets_sent=26.25,seq={i:012}i {NOW}\n"),
         };
         if datagram.len() + line.len() > 1400 {
             datagrams.push(std::mem::take(&mut datagram));
@@ -33,25 +42,51 @@ fn main() {
         i += 1;
     }
     datagrams.push(datagram);
-    // `scan_instructions ROUNDS` (run the binary directly) also times ROUNDS
-    // rounds of 20 passes and prints the fastest, for quick A/B runs such as
-    // `SLUICE_SIMD=avx2` against the default on a noisy machine.
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1);
+    // `scan_instructions ROUNDS [pipeline]` (run the binary directly) also
+    // times ROUNDS rounds of 20 passes and prints the fastest, for quick A/B
+    // runs such as `SLUICE_SIMD=sse2` against the default on a noisy machine.
+    // `pipeline` runs a shard's whole per-line work instead of the scanner
+    // alone: scan, check (window, route lookup), append to the route's chunk.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1);
+    let pipeline = args.iter().any(|a| a == "pipeline");
+    let table = RouteTable::compile(&[], "junk").unwrap();
+    let sanity = SanityConfig {
+        max_time_past: Duration::from_secs(600),
+        max_time_future: Duration::from_secs(600),
+        max_line_length: 64 << 10,
+        precision: Precision::Nanoseconds,
+        stamp_missing: false,
+    };
+    let mut checker = Checker::new(&table, sanity, None, vec![true; table.routes().len()], NOW);
+    let mut batcher = Batcher::new(table.routes().len(), 256 << 10, Duration::from_millis(100));
+    let now = Instant::now();
     let mut scanner = parse::Scanner::new();
-    let mut best = std::time::Duration::MAX;
-    let (mut accepted, mut rejected) = (0u64, 0u64);
+    let mut best = Duration::MAX;
+    let (mut accepted, mut rejected, mut chunks) = (0u64, 0u64, 0u64);
     for _ in 0..rounds {
         (accepted, rejected) = (0, 0);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         for _ in 0..20 {
             for d in &datagrams {
-                for item in scanner.lines(d) {
-                    match item {
-                        Item::Line(_) => accepted += 1,
-                        Item::Reject { .. } => rejected += 1,
+                if pipeline {
+                    let mut out = batcher.datagram(d, now);
+                    for item in scanner.lines(d) {
+                        match checker.judge(item) {
+                            Verdict::Accept { line, matched, .. } => {
+                                accepted += 1;
+                                out.line(matched.route, line.raw, &mut |_, _| chunks += 1);
+                            }
+                            Verdict::Reject { .. } => rejected += 1,
+                        }
+                    }
+                    out.finish();
+                } else {
+                    for item in scanner.lines(d) {
+                        match item {
+                            Item::Line(_) => accepted += 1,
+                            Item::Reject { .. } => rejected += 1,
+                        }
                     }
                 }
             }
@@ -59,7 +94,10 @@ fn main() {
         best = best.min(started.elapsed());
     }
     assert_eq!(rejected, 0);
-    println!("scan_instructions: {accepted} lines accepted, {total} bytes x 20");
+    println!(
+        "scan_instructions ({}): {accepted} lines accepted, {total} bytes x 20, {chunks} chunks sealed",
+        if pipeline { "pipeline" } else { "scanner" }
+    );
     if rounds > 1 {
         println!(
             "fastest of {rounds} rounds: {:.1} ns/line, {:.2} GiB/s",

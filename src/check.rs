@@ -164,7 +164,7 @@ impl<'t> Checker<'t> {
         self.budgets
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn judge<'a>(&mut self, item: Item<'a>) -> Verdict<'a> {
         let line = match item {
             Item::Line(line) => line,

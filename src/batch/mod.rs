@@ -78,6 +78,48 @@ impl Batcher {
         }
     }
 
+    /// Start appending the lines of one datagram. Lines that are slices of
+    /// `datagram`, each followed there by its `\n`, go in as runs: one copy
+    /// per run of consecutive lines of one route instead of one per line.
+    /// The result is byte for byte what `append` per line would build, with
+    /// the same seals; call [`DatagramAppender::finish`] at the end.
+    #[inline]
+    pub fn datagram<'b, 'd>(
+        &'b mut self,
+        datagram: &'d [u8],
+        now: Instant,
+    ) -> DatagramAppender<'b, 'd> {
+        DatagramAppender {
+            batcher: self,
+            datagram,
+            now,
+            run: Run::default(),
+        }
+    }
+
+    /// Bytes in `route`'s open chunk.
+    #[inline]
+    fn open_len(&self, route: RouteId) -> usize {
+        self.open[route as usize].buf.len()
+    }
+
+    /// Append `lines` whole lines, each already ending in `\n`, that fit the
+    /// open chunk without reaching `max_size` (the caller checked).
+    #[inline]
+    fn append_run(&mut self, route: RouteId, bytes: &[u8], lines: u32, now: Instant) {
+        let max_size = self.max_size;
+        let open = &mut self.open[route as usize];
+        debug_assert!(open.buf.len() + bytes.len() < max_size);
+        if open.lines == 0 {
+            if open.buf.capacity() < max_size {
+                open.buf = BytesMut::with_capacity(max_size);
+            }
+            open.opened = Some(now);
+        }
+        open.buf.extend_from_slice(bytes);
+        open.lines += lines;
+    }
+
     /// Seal every chunk that has been open for `max_age` or longer.
     pub fn seal_expired(&mut self, now: Instant, sealed: &mut impl FnMut(RouteId, Chunk)) {
         for (route, open) in self.open.iter_mut().enumerate() {
@@ -114,6 +156,95 @@ impl Batcher {
             data: open.buf.split().freeze(),
             lines,
         }
+    }
+}
+
+/// Consecutive lines of one route in the current datagram, not yet copied:
+/// `datagram[start..end]`, each line with its `\n`.
+#[derive(Default)]
+struct Run {
+    route: RouteId,
+    start: usize,
+    end: usize,
+    lines: u32,
+}
+
+/// Appends one datagram's lines to a [`Batcher`]; see [`Batcher::datagram`].
+pub struct DatagramAppender<'b, 'd> {
+    batcher: &'b mut Batcher,
+    datagram: &'d [u8],
+    now: Instant,
+    run: Run,
+}
+
+impl<'d> DatagramAppender<'_, 'd> {
+    /// Append a line forwarded as received: `raw` is a slice of the
+    /// datagram (without its line ending).
+    #[inline]
+    pub fn line(&mut self, route: RouteId, raw: &'d [u8], sealed: &mut impl FnMut(RouteId, Chunk)) {
+        // Where `raw` lies in the datagram (`None`: it does not, e.g. a test
+        // passing another buffer; then it is appended as a copy).
+        let start = (raw.as_ptr() as usize).wrapping_sub(self.datagram.as_ptr() as usize);
+        let end = start.wrapping_add(raw.len());
+        let with_newline = start <= self.datagram.len() && self.datagram.get(end) == Some(&b'\n');
+        let max_size = self.batcher.max_size;
+        if with_newline {
+            let run = &mut self.run;
+            if run.lines > 0
+                && run.route == route
+                && run.end == start
+                && self.batcher.open_len(route) + (end + 1 - run.start) < max_size
+            {
+                run.end = end + 1;
+                run.lines += 1;
+                return;
+            }
+            self.flush();
+            if self.batcher.open_len(route) + raw.len() + 1 < max_size {
+                self.run = Run {
+                    route,
+                    start,
+                    end: end + 1,
+                    lines: 1,
+                };
+                return;
+            }
+        } else {
+            self.flush();
+        }
+        // Would fill the chunk (or has no `\n` after it in the datagram):
+        // the per-line path, which seals exactly where it must.
+        self.batcher.append(route, raw, self.now, sealed);
+    }
+
+    /// Append a line that is not (as is) in the datagram: a rewritten line
+    /// or a dead letter. Lines of the pending run go first, so a route's
+    /// lines keep their order.
+    pub fn other(&mut self, route: RouteId, line: &[u8], sealed: &mut impl FnMut(RouteId, Chunk)) {
+        self.flush();
+        self.batcher.append(route, line, self.now, sealed);
+    }
+
+    /// Copy the pending run into its chunk.
+    #[inline]
+    fn flush(&mut self) {
+        let run = std::mem::take(&mut self.run);
+        if run.lines > 0 {
+            let bytes = &self.datagram[run.start..run.end];
+            self.batcher
+                .append_run(run.route, bytes, run.lines, self.now);
+        }
+    }
+
+    /// Copy what is pending (dropping the appender does the same). A run
+    /// never fills a chunk, so nothing seals here.
+    #[inline]
+    pub fn finish(self) {}
+}
+
+impl Drop for DatagramAppender<'_, '_> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -198,5 +329,95 @@ mod tests {
         b.seal_expired(t0 + Duration::from_millis(150), &mut |r, _| out.push(r));
         assert_eq!(out, vec![0, 1]);
         assert_eq!(b.next_expiry(t0), None);
+    }
+
+    /// One line of a generated datagram: its text, its route, whether it is
+    /// forwarded rewritten (not as received), and its line ending.
+    #[derive(Clone, Debug)]
+    struct GenLine {
+        text: String,
+        route: RouteId,
+        rewritten: bool,
+        ending: &'static str,
+    }
+
+    fn gen_line() -> impl proptest::strategy::Strategy<Value = GenLine> {
+        use proptest::prelude::*;
+        (
+            "[a-z]{1,40}",
+            0u16..3,
+            prop::bool::weighted(0.1),
+            prop::sample::select(vec!["\n", "\n", "\n", "\r\n", "\n\n"]),
+        )
+            .prop_map(|(text, route, rewritten, ending)| GenLine {
+                text,
+                route,
+                rewritten,
+                ending,
+            })
+    }
+
+    proptest::proptest! {
+        /// Runs build exactly the chunks, and seal them exactly where,
+        /// per-line appends would: over datagrams whose lines change route,
+        /// are rewritten, end in CRLF or nothing, with chunks small enough
+        /// to seal often.
+        #[test]
+        fn runs_match_per_line_appends(
+            datagrams in proptest::collection::vec(proptest::collection::vec(gen_line(), 0..12), 1..6),
+            max_size in 8usize..200,
+        ) {
+            let now = Instant::now();
+            let mut per_line = Batcher::new(3, max_size, Duration::from_secs(1));
+            let mut runs = Batcher::new(3, max_size, Duration::from_secs(1));
+            let (mut expected, mut got) = (Vec::new(), Vec::new());
+            for lines in &datagrams {
+                let mut datagram = String::new();
+                let mut spans = Vec::new();
+                for l in lines {
+                    spans.push(datagram.len()..datagram.len() + l.text.len());
+                    datagram.push_str(&l.text);
+                    datagram.push_str(l.ending);
+                }
+                // The last line sometimes has no line ending at all.
+                if lines.len() % 2 == 1 {
+                    datagram.truncate(datagram.trim_end().len());
+                }
+                let datagram = datagram.as_bytes();
+                let mut out = runs.datagram(datagram, now);
+                for (l, span) in lines.iter().zip(spans) {
+                    let raw = &datagram[span];
+                    let rewrite = format!("{}!", l.text);
+                    let line: &[u8] = if l.rewritten { rewrite.as_bytes() } else { raw };
+                    per_line.append(l.route, line, now, &mut |r, c| expected.push((r, c.data, c.lines)));
+                    let sealed = &mut |r, c: Chunk| got.push((r, c.data, c.lines));
+                    if l.rewritten {
+                        out.other(l.route, line, sealed);
+                    } else {
+                        out.line(l.route, raw, sealed);
+                    }
+                }
+                out.finish();
+            }
+            per_line.seal_all(&mut |r, c| expected.push((r, c.data, c.lines)));
+            runs.seal_all(&mut |r, c| got.push((r, c.data, c.lines)));
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn a_run_is_one_copy_of_the_datagram() {
+        let now = Instant::now();
+        let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(1));
+        let datagram = b"a 1\nb 2\nc 3\n";
+        let mut out = b.datagram(datagram, now);
+        for raw in datagram.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            out.line(1, raw, &mut |_, _| unreachable!());
+        }
+        // Dropping the appender copies the pending run.
+        drop(out);
+        let mut sealed = Vec::new();
+        b.seal_all(&mut |r, c| sealed.push((r, c.data, c.lines)));
+        assert_eq!(sealed, vec![(1, Bytes::from_static(datagram), 3)]);
     }
 }

@@ -485,16 +485,64 @@ mod x86 {
         hay[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
     }
 
-    /// Thirty-two bytes at a time.
+    /// Byte classes for `classify_avx2`, looked up by nibble: a byte's class
+    /// is `LOW[b & 15] & HIGH[b >> 4]`, so a bit is set only for the bytes
+    /// whose low and high nibble both carry it.
+    const SPACE_COMMA: u8 = 0x80; // 0x20, 0x2c
+    const EQUALS: u8 = 0x40; // 0x3d
+    const DIGIT: u8 = 0x20; // 0x30..=0x39
+    /// Bytes the fast path declines: controls and non-ASCII (any low nibble),
+    /// `"`, `\`, DEL — one bit each so their nibble pairs do not mix.
+    const ODD: u8 = 0x0f;
+    const ODD_ANY: u8 = 0x01; // 0x00..=0x1f, 0x80..=0xff
+    const ODD_QUOTE: u8 = 0x02; // 0x22
+    const ODD_BACKSLASH: u8 = 0x04; // 0x5c
+    const ODD_DEL: u8 = 0x08; // 0x7f
+    const LOW: [u8; 16] = {
+        let mut t = [ODD_ANY; 16];
+        let mut d = 0;
+        while d < 10 {
+            t[d] |= DIGIT;
+            d += 1;
+        }
+        t[0x0] |= SPACE_COMMA;
+        t[0x2] |= ODD_QUOTE;
+        t[0xc] |= SPACE_COMMA | ODD_BACKSLASH;
+        t[0xd] |= EQUALS;
+        t[0xf] |= ODD_DEL;
+        t
+    };
+    const HIGH: [u8; 16] = {
+        let mut t = [ODD_ANY; 16];
+        t[0x2] = SPACE_COMMA | ODD_QUOTE;
+        t[0x3] = EQUALS | DIGIT;
+        t[0x4] = 0;
+        t[0x5] = ODD_BACKSLASH;
+        t[0x6] = 0;
+        t[0x7] = ODD_DEL;
+        t
+    };
+
+    /// Thirty-two bytes at a time: two nibble lookups (`vpshufb`) give each
+    /// byte's class bits, which shift into the sign bit for `movemask`.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn classify_avx2(raw: &[u8], masks: &mut Masks) -> bool {
-        // Odd bytes only matter as "any at all": OR the compare results and
-        // test once at the end (re-reading the tail's overlap is harmless:
-        // those bytes are in the line too; the padding is a plain byte).
-        let mut odd = _mm256_setzero_si256();
+        // SAFETY: the caller guarantees AVX2; the table loads read 16 bytes
+        // from 16-byte arrays (`loadu`: any alignment).
+        let (low, high) = unsafe {
+            (
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(LOW.as_ptr().cast())),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(HIGH.as_ptr().cast())),
+            )
+        };
+        let nibble = _mm256_set1_epi8(0x0f);
+        // Odd bytes only matter as "any at all": OR the classes and test once
+        // at the end (re-reading the tail's overlap is harmless: those bytes
+        // are in the line too; the padding is a plain byte).
+        let mut classes = _mm256_setzero_si256();
         for_blocks(raw, masks, |bytes| {
             let (mut structural, mut digits) = (0u64, 0u64);
             for h in 0..2 {
@@ -502,25 +550,26 @@ mod x86 {
                 // inside the 64-byte array (`loadu`: any alignment).
                 unsafe {
                     let x = _mm256_loadu_si256(bytes.as_ptr().add(h * 32).cast());
-                    let eq = |c: u8| _mm256_cmpeq_epi8(x, _mm256_set1_epi8(c as i8));
-                    let s = _mm256_or_si256(_mm256_or_si256(eq(b' '), eq(b',')), eq(b'='));
-                    let d = _mm256_and_si256(
-                        _mm256_cmpgt_epi8(x, _mm256_set1_epi8(b'/' as i8)),
-                        _mm256_cmpgt_epi8(_mm256_set1_epi8(b':' as i8), x),
+                    let class = _mm256_and_si256(
+                        _mm256_shuffle_epi8(low, _mm256_and_si256(x, nibble)),
+                        _mm256_shuffle_epi8(
+                            high,
+                            _mm256_and_si256(_mm256_srli_epi16(x, 4), nibble),
+                        ),
                     );
-                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
-                    let o = _mm256_or_si256(
-                        _mm256_or_si256(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), x), eq(0x7f)),
-                        _mm256_or_si256(eq(b'"'), eq(b'\\')),
-                    );
-                    odd = _mm256_or_si256(odd, o);
+                    classes = _mm256_or_si256(classes, class);
+                    // Sign bit: SPACE_COMMA, or EQUALS shifted up by one.
+                    let s = _mm256_or_si256(class, _mm256_add_epi8(class, class));
+                    // DIGIT shifted up by two (16-bit lanes: what crosses into
+                    // the next byte lands in its low bits, never the sign bit).
+                    let d = _mm256_slli_epi16(class, 2);
                     structural |= (_mm256_movemask_epi8(s) as u32 as u64) << (h * 32);
                     digits |= (_mm256_movemask_epi8(d) as u32 as u64) << (h * 32);
                 }
             }
             (structural, digits, 0)
         });
-        _mm256_testz_si256(odd, odd) == 1
+        _mm256_testz_si256(classes, _mm256_set1_epi8(ODD as i8)) == 1
     }
 }
 
@@ -597,6 +646,55 @@ mod tests {
         }
     }
 
+    /// Every classifier gives the byte-by-byte reference's masks and verdict.
+    fn classifiers_match_reference(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let blocks = bytes.len().div_ceil(64);
+        let empty = || Masks {
+            structural: [0; BLOCKS_MAX],
+            digits: [0; BLOCKS_MAX + 1],
+            blocks,
+        };
+        let mut reference = empty();
+        let mut odd = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            reference.structural[i / 64] |= (matches!(b, b' ' | b',' | b'=') as u64) << (i % 64);
+            reference.digits[i / 64] |= (b.is_ascii_digit() as u64) << (i % 64);
+            odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut sse2 = empty();
+            prop_assert_eq!(x86::classify_sse2(bytes, &mut sse2), !odd);
+            prop_assert_eq!(sse2.structural, reference.structural);
+            prop_assert_eq!(sse2.digits, reference.digits);
+            if std::is_x86_feature_detected!("avx2") {
+                let mut avx2 = empty();
+                // SAFETY: AVX2 support was just checked.
+                prop_assert_eq!(unsafe { x86::classify_avx2(bytes, &mut avx2) }, !odd);
+                prop_assert_eq!(avx2.structural, reference.structural);
+                prop_assert_eq!(avx2.digits, reference.digits);
+            }
+        }
+        let mut any = empty();
+        prop_assert_eq!(classify(bytes, &mut any), !odd);
+        prop_assert_eq!(any.structural, reference.structural);
+        Ok(())
+    }
+
+    /// Each of the 256 byte values, alone in a plain line and at every
+    /// position of a block (the nibble tables must not mix classes).
+    #[test]
+    fn classifiers_know_every_byte() {
+        for b in 0..=255u8 {
+            for at in 0..64 {
+                let mut line = vec![b'a'; 64 + at % 7];
+                line[at] = b;
+                classifiers_match_reference(&line).unwrap();
+                classifiers_match_reference(&line[..at + 1]).unwrap();
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
 
@@ -628,32 +726,7 @@ mod tests {
         /// Both vector classifiers agree with a byte-by-byte reference.
         #[test]
         fn classifiers_agree(bytes in proptest::collection::vec(any::<u8>(), 1..LEN_MAX)) {
-            let blocks = bytes.len().div_ceil(64);
-            let empty = || Masks { structural: [0; BLOCKS_MAX], digits: [0; BLOCKS_MAX + 1], blocks };
-            let mut reference = empty();
-            let mut odd = false;
-            for (i, &b) in bytes.iter().enumerate() {
-                reference.structural[i / 64] |= (matches!(b, b' ' | b',' | b'=') as u64) << (i % 64);
-                reference.digits[i / 64] |= (b.is_ascii_digit() as u64) << (i % 64);
-                odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
-            }
-            #[cfg(target_arch = "x86_64")]
-            {
-                let mut sse2 = empty();
-                prop_assert_eq!(x86::classify_sse2(&bytes, &mut sse2), !odd);
-                prop_assert_eq!(sse2.structural, reference.structural);
-                prop_assert_eq!(sse2.digits, reference.digits);
-                if std::is_x86_feature_detected!("avx2") {
-                    let mut avx2 = empty();
-                    // SAFETY: AVX2 support was just checked.
-                    prop_assert_eq!(unsafe { x86::classify_avx2(&bytes, &mut avx2) }, !odd);
-                    prop_assert_eq!(avx2.structural, reference.structural);
-                    prop_assert_eq!(avx2.digits, reference.digits);
-                }
-            }
-            let mut any = empty();
-            prop_assert_eq!(classify(&bytes, &mut any), !odd);
-            prop_assert_eq!(any.structural, reference.structural);
+            classifiers_match_reference(&bytes)?;
         }
 
         #[test]

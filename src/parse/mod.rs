@@ -184,7 +184,7 @@ pub struct Lines<'a> {
 
 impl<'a> Iterator for Lines<'a> {
     type Item = Item<'a>;
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Item<'a>> {
         loop {
             if self.rest.is_empty() {

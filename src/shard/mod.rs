@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batcher, Chunk};
+use crate::batch::{Batcher, Chunk, DatagramAppender};
 use crate::budget::Budgets;
 use crate::check::{self, Checker, Reason, Verdict};
 use crate::config::{CardinalityConfig, ChunkConfig, SanityConfig};
@@ -135,9 +135,11 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         local: LocalCounters::new(spec.layout),
         route_sinks: &spec.route_sinks,
         sinks: &spec.sinks,
-        dead_letter,
-        sampler: Sampler::default(),
-        rewrite: Vec::with_capacity(1024),
+        rejects: Rejects {
+            dead_letter,
+            sampler: Sampler::default(),
+            rewrite: Vec::with_capacity(1024),
+        },
         batch_now: None,
     };
     spec.counters.receiving.store(true, Ordering::Release);
@@ -167,7 +169,7 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
                 .checker
                 .budgets()
                 .map(|b| (b.snapshot(), b.route_snapshot()));
-            pipeline.sampler.publish(&spec.debug, budgets);
+            pipeline.rejects.sampler.publish(&spec.debug, budgets);
         }
     }
     // Stop receiving first, then hand everything still open to the sinks.
@@ -189,10 +191,7 @@ struct Pipeline<'a> {
     local: LocalCounters,
     route_sinks: &'a [Vec<usize>],
     sinks: &'a [Arc<Sink>],
-    dead_letter: Option<DeadLetter>,
-    sampler: Sampler,
-    /// Scratch for rewritten lines (timestamps, dead letters).
-    rewrite: Vec<u8>,
+    rejects: Rejects,
     /// Clock read once per poll, at the first datagram.
     batch_now: Option<Instant>,
 }
@@ -202,64 +201,52 @@ impl Pipeline<'_> {
     fn datagram(&mut self, scanner: &mut parse::Scanner, datagram: &[u8]) {
         let now = *self.batch_now.get_or_insert_with(Instant::now);
         let mut lines = 0u64;
+        let Pipeline {
+            checker,
+            batcher,
+            local,
+            route_sinks,
+            sinks,
+            rejects,
+            ..
+        } = self;
+        let (route_sinks, sinks) = (*route_sinks, *sinks);
+        // Lines forwarded as received go to their chunk in runs: one copy
+        // per run of consecutive lines of a route, not one per line.
+        let mut out = batcher.datagram(datagram, now);
         for item in scanner.lines(datagram) {
             lines += 1;
-            match self.checker.judge(item) {
+            match checker.judge(item) {
                 Verdict::Accept {
                     line,
                     matched,
                     rewrite,
                     ..
                 } => {
-                    self.local.routed(matched.route as usize, matched.rule);
-                    let bytes = if check::rewritten(&line, rewrite, &mut self.rewrite) {
-                        &self.rewrite[..]
+                    local.routed(matched.route as usize, matched.rule);
+                    let sealed =
+                        &mut |route, chunk| dispatch(local, sinks, route_sinks, route, chunk);
+                    if check::rewritten(&line, rewrite, &mut rejects.rewrite) {
+                        out.other(matched.route, &rejects.rewrite, sealed);
                     } else {
-                        line.raw
-                    };
-                    let (local, sinks, route_sinks) =
-                        (&mut self.local, self.sinks, self.route_sinks);
-                    self.batcher
-                        .append(matched.route, bytes, now, &mut |route, chunk| {
-                            dispatch(local, sinks, route_sinks, route, chunk)
-                        });
+                        out.line(matched.route, line.raw, sealed);
+                    }
                 }
-                Verdict::Reject { raw, reason, .. } => self.reject(raw, reason, now),
+                Verdict::Reject { raw, reason, .. } => rejects.reject(
+                    raw,
+                    reason,
+                    (now, checker.now_ns()),
+                    Delivery {
+                        out: &mut out,
+                        local,
+                        sinks,
+                        route_sinks,
+                    },
+                ),
             }
         }
-        self.local.lines(lines);
-    }
-
-    #[cold]
-    fn reject(&mut self, raw: &[u8], reason: Reason, now: Instant) {
-        match reason {
-            Reason::Parse(error) => self.local.parse_error(error),
-            Reason::Drop(drop) => self.local.dropped(drop, 1),
-        }
-        let now_ns = self.checker.now_ns();
-        self.sampler.offer(reason.label(), raw, now, now_ns);
-        let Some(dead) = &self.dead_letter else {
-            return;
-        };
-        let wanted = Reason::LABELS
-            .iter()
-            .position(|l| *l == reason.label())
-            .is_some_and(|i| dead.reasons[i])
-            || dead.reasons[Reason::LABELS
-                .iter()
-                .position(|l| *l == reason.drop_class().as_str())
-                .unwrap_or(0)];
-        if !wanted || self.route_sinks[dead.route as usize].is_empty() {
-            return;
-        }
-        let route = dead.route;
-        check::dead_letter(raw, reason, now_ns, &mut self.rewrite);
-        self.local.dead_lettered();
-        let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
-        self.batcher
-            .append(route, &self.rewrite, now, &mut |route, chunk| {
-                dispatch(local, sinks, route_sinks, route, chunk)
-            });
+        out.finish();
+        local.lines(lines);
     }
 
     fn seal_expired(&mut self, now: Instant) {
@@ -295,6 +282,62 @@ impl Pipeline<'_> {
                 }
             }
         }
+    }
+}
+
+/// Where a rejected line's dead letter goes: the datagram's appender and the sinks.
+struct Delivery<'o, 'b, 'd, 's> {
+    out: &'o mut DatagramAppender<'b, 'd>,
+    local: &'o mut LocalCounters,
+    sinks: &'s [Arc<Sink>],
+    route_sinks: &'s [Vec<usize>],
+}
+
+/// What a shard does with rejected lines: count, sample, dead-letter.
+struct Rejects {
+    dead_letter: Option<DeadLetter>,
+    sampler: Sampler,
+    /// Scratch for rewritten lines (timestamps, dead letters).
+    rewrite: Vec<u8>,
+}
+
+impl Rejects {
+    /// Count, sample and maybe dead-letter one rejected line; `now` is the
+    /// poll's clock and wall-clock time in ns.
+    #[cold]
+    fn reject(&mut self, raw: &[u8], reason: Reason, now: (Instant, i64), to: Delivery) {
+        let Delivery {
+            out,
+            local,
+            sinks,
+            route_sinks,
+        } = to;
+        let (now, now_ns) = now;
+        match reason {
+            Reason::Parse(error) => local.parse_error(error),
+            Reason::Drop(drop) => local.dropped(drop, 1),
+        }
+        self.sampler.offer(reason.label(), raw, now, now_ns);
+        let Some(dead) = &self.dead_letter else {
+            return;
+        };
+        let wanted = Reason::LABELS
+            .iter()
+            .position(|l| *l == reason.label())
+            .is_some_and(|i| dead.reasons[i])
+            || dead.reasons[Reason::LABELS
+                .iter()
+                .position(|l| *l == reason.drop_class().as_str())
+                .unwrap_or(0)];
+        if !wanted || route_sinks[dead.route as usize].is_empty() {
+            return;
+        }
+        let route = dead.route;
+        check::dead_letter(raw, reason, now_ns, &mut self.rewrite);
+        local.dead_lettered();
+        out.other(route, &self.rewrite, &mut |route, chunk| {
+            dispatch(local, sinks, route_sinks, route, chunk)
+        });
     }
 }
 
