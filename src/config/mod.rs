@@ -251,6 +251,7 @@ struct RawSink {
     retry_max_age: Option<DurationValue>,
     retry_backoff_initial: Option<DurationValue>,
     retry_backoff_max: Option<DurationValue>,
+    nice: Option<i64>,
 }
 
 // ---- validation ----
@@ -765,6 +766,10 @@ impl Validator<'_> {
             )?,
             retry_backoff_initial,
             retry_backoff_max,
+            nice: match raw.nice.unwrap_or(5) {
+                n @ -20..=19 => n as i32,
+                n => return Err(self.err(key("nice"), format!("{n} is out of range -20..=19"))),
+            },
         })
     }
 }
@@ -787,6 +792,16 @@ mod tests {
         assert_eq!(c.sanity.max_time_past, Duration::from_secs(600));
         assert_eq!(c.sanity.max_line_length, 64 << 10);
         assert_eq!(c.junkyard, "junk");
+    }
+
+    #[test]
+    fn sink_nice_defaults_to_5_and_is_checked() {
+        let base = "[[sink]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/write\"\nroutes = [\"*\"]\n";
+        assert_eq!(Config::parse(base, "t").unwrap().sinks[0].nice, 5);
+        let set = format!("{base}nice = -3\n");
+        assert_eq!(Config::parse(&set, "t").unwrap().sinks[0].nice, -3);
+        let e = err(&format!("{base}nice = 20\n"));
+        assert!(e.contains("nice") && e.contains("-20..=19"), "{e}");
     }
 
     #[test]

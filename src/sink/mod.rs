@@ -251,9 +251,11 @@ pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
         connections: cfg.connections,
         gzip: cfg.gzip,
     };
+    let (nice, sink_name) = (cfg.nice, name.clone());
     let thread = std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
+            set_thread_nice(&sink_name, nice);
             writer.run(runtime, stop_rx);
             let _ = done_tx.send(());
         })
@@ -265,6 +267,25 @@ pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
         thread,
     };
     Ok((sink, handle))
+}
+
+/// Give the calling thread niceness `nice` (threads it starts inherit it).
+/// A failure (a negative value without CAP_SYS_NICE) is logged, not fatal.
+fn set_thread_nice(sink: &str, nice: i32) {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory
+    // of ours; on Linux, PRIO_PROCESS with a thread id sets that thread only.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+    };
+    if rc != 0 {
+        tracing::warn!(
+            sink,
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "could not set the writer thread's niceness; it runs at the default"
+        );
+    }
 }
 
 /// Move whatever is still queued or in flight into `lines_shutdown`.

@@ -208,6 +208,7 @@ fn config(name: &str, url: String) -> SinkConfig {
         retry_max_age: Duration::from_secs(5),
         retry_backoff_initial: Duration::from_millis(10),
         retry_backoff_max: Duration::from_millis(100),
+        nice: 5,
     }
 }
 
@@ -785,4 +786,36 @@ fn dropping_the_writer_stops_it_and_counts_what_is_left() {
         &sink.stats.lines_shutdown
     ) == 7));
     assert_eq!(load(&sink.stats.lines_in_flight), 0);
+}
+
+/// The niceness of this process's thread named `comm`, from /proc.
+fn thread_nice(comm: &str) -> Option<i64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != comm {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name; nice is field 19 overall.
+        let after = &stat[stat.rfind(')')? + 2..];
+        return after.split(' ').nth(16)?.parse().ok();
+    }
+    None
+}
+
+#[test]
+fn writer_thread_runs_at_its_niceness() {
+    let server = Server::local(Vec::new(), ok());
+    let mut cfg = config("niced", server.url());
+    cfg.nice = 7;
+    let (sink, writer) = start(&cfg).unwrap();
+    sink.offer(chunk(1, 1, 20)).unwrap();
+    let deadline = soon(5);
+    let mut nice = None;
+    while Instant::now() < deadline && nice.is_none() {
+        nice = thread_nice("sink-niced");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(nice, Some(7), "writer thread niceness");
+    writer.shutdown(soon(5));
 }
