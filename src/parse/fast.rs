@@ -240,66 +240,57 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
 }
 
 /// A field value `raw[start..end]` without quotes or backslashes: a number
-/// without exponent or a boolean. Anything else (including every invalid
-/// value) is `false`.
+/// without exponent (`-?d+`, `-?d*.d*` with at least one digit, `-?d+i`,
+/// `d+u`, within the digit counts whose range needs no check, so no float
+/// can overflow: values are at most 64 bytes) or a boolean. Anything else,
+/// including every invalid value, is `false`. Decided on the digit mask:
+/// only the non-digit bytes (a point, sign, suffix or a boolean's letters)
+/// are read.
 #[inline(always)]
 fn value_ok(raw: &[u8], start: usize, end: usize, masks: &Masks) -> bool {
     debug_assert!(start <= end && end <= raw.len());
+    let len = end - start;
+    if len == 0 || len > 64 {
+        return false;
+    }
     // SAFETY: `start` is just past an `=` and `end` the next structural
     // position or the line's end, so `start <= end <= raw.len()`.
     let v = unsafe { raw.get_unchecked(start..end) };
-    match v.first() {
-        Some(b'0'..=b'9' | b'-' | b'.') => number_ok(v, start, masks),
-        Some(b't' | b'T' | b'f' | b'F') => matches!(
-            v,
-            b"t" | b"T"
-                | b"true"
-                | b"True"
-                | b"TRUE"
-                | b"f"
-                | b"F"
-                | b"false"
-                | b"False"
-                | b"FALSE"
-        ),
-        _ => false,
-    }
-}
-
-/// `-?d+`, `-?d*.d*` (at least one digit) as floats, `-?d+i`, `d+u`, within
-/// the digit counts whose range needs no check (so no float can overflow:
-/// values are at most 64 bytes). Decided on the digit mask, not byte by
-/// byte: only the (at most two) non-digit bytes are read.
-#[inline(always)]
-fn number_ok(v: &[u8], start: usize, masks: &Masks) -> bool {
-    let len = v.len();
-    if len > 64 {
-        return false;
-    }
     let others = !masks.digits(start, len) & ones(len);
     if others == 0 {
-        // All digits (the caller passes a non-empty value).
         return true;
     }
     let first = others.trailing_zeros() as usize;
     let rest = others & (others - 1);
     if rest == 0 {
-        // One non-digit: a point, a leading sign or an integer suffix.
+        // One non-digit: a point, a leading sign, an integer suffix, or a
+        // one-letter boolean.
         return match byte(v, first) {
             b'.' => len >= 2,
             b'-' => first == 0 && len >= 2,
             b'i' | b'u' => first == len - 1 && (1..=INT_DIGITS_MAX).contains(&(len - 1)),
+            b't' | b'T' | b'f' | b'F' => len == 1,
             _ => false,
         };
     }
-    // Two: a leading sign, then a point or an `i` suffix.
-    if first != 0 || byte(v, 0) != b'-' || rest & (rest - 1) != 0 {
+    if first != 0 {
         return false;
     }
-    let second = rest.trailing_zeros() as usize;
-    match byte(v, second) {
-        b'.' => len >= 3,
-        b'i' => second == len - 1 && (1..=INT_DIGITS_MAX).contains(&(len - 2)),
+    match byte(v, 0) {
+        // A leading sign, then a point or an `i` suffix.
+        b'-' => {
+            let second = rest.trailing_zeros() as usize;
+            rest & (rest - 1) == 0
+                && match byte(v, second) {
+                    b'.' => len >= 3,
+                    b'i' => second == len - 1 && (1..=INT_DIGITS_MAX).contains(&(len - 2)),
+                    _ => false,
+                }
+        }
+        b't' | b'T' | b'f' | b'F' => matches!(
+            v,
+            b"true" | b"True" | b"TRUE" | b"false" | b"False" | b"FALSE"
+        ),
         _ => false,
     }
 }
