@@ -3,12 +3,17 @@
 //!
 //! ```sh
 //! cargo bench --bench scan_instructions --no-run
-//! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash>
+//! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash>            # scanner
+//! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 1 pipeline # + check, append
+//! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 0          # setup only
 //! ```
 //!
 //! It builds 1 MiB of `sluice-loadgen`-shaped lines (≈148 bytes, 5 fields,
 //! ns timestamps), cuts it into 1400-byte datagrams at line boundaries and
-//! runs `parse::Scanner::lines` (the shards' path) over it 20 times. Under `cargo bench` it simply runs
+//! runs `parse::Scanner::lines` (the shards' path) over it 20 times; with
+//! `pipeline`, also the shard's per-line `Checker::judge` and the chunk
+//! append (`Batcher::datagram`). Subtract the setup-only count (building the
+//! corpus) to get the scanner's own. Under `cargo bench` it simply runs
 //! once and prints what it scanned.
 use std::time::{Duration, Instant};
 
