@@ -3,8 +3,8 @@
 //!
 //! # Safety model
 //!
-//! `headers[i]` points at `iovecs[i]` and at slot i of `control`; `iovecs[i]`
-//! points at slot i of `data`. All four are heap blocks allocated in `new` and
+//! `headers[i]` points at `iovecs[i]`; `iovecs[i]` points at slot i of
+//! `data`. All three are heap blocks allocated in `new` and
 //! never resized, so the pointers stay valid while `MmsgRx` lives (moving the
 //! struct moves no heap block). The kernel writes through them only during a
 //! `recvmmsg` call, when no Rust reference into them exists; slices are made
@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use super::socket::{DropCounters, CONTROL_LEN};
+use super::socket::DropCounters;
 use super::{Error, RxConfig, RxStats};
 
 /// `recvmmsg` calls per socket per poll, so one busy socket cannot starve
@@ -30,10 +30,6 @@ pub(super) struct MmsgRx {
     /// Owns the datagram slots; touched only through `data_ptr`.
     data: Vec<u8>,
     data_ptr: *mut u8,
-    /// Owns the control areas (u64 for cmsghdr alignment); touched only
-    /// through `control_ptr`.
-    control: Vec<u64>,
-    control_ptr: *mut u8,
     slot_len: usize,
     drops: DropCounters,
     stats: RxStats,
@@ -49,8 +45,6 @@ impl MmsgRx {
         let slot_len = cfg.max_datagram_size.max(1);
         let mut data = vec![0u8; slots * slot_len];
         let data_ptr = data.as_mut_ptr();
-        let mut control = vec![0u64; slots * CONTROL_LEN / 8];
-        let control_ptr = control.as_mut_ptr().cast::<u8>();
         let mut iovecs: Vec<libc::iovec> = (0..slots)
             .map(|slot| libc::iovec {
                 // SAFETY: slot * slot_len < slots * slot_len, inside `data`.
@@ -66,9 +60,6 @@ impl MmsgRx {
                 // SAFETY: slot < slots = iovecs.len().
                 header.msg_hdr.msg_iov = unsafe { iov_ptr.add(slot) };
                 header.msg_hdr.msg_iovlen = 1;
-                // SAFETY: slot * CONTROL_LEN < slots * CONTROL_LEN, inside `control`.
-                header.msg_hdr.msg_control = unsafe { control_ptr.add(slot * CONTROL_LEN) }.cast();
-                header.msg_hdr.msg_controllen = CONTROL_LEN as _;
                 header
             })
             .collect();
@@ -88,8 +79,6 @@ impl MmsgRx {
             iovecs,
             data,
             data_ptr,
-            control,
-            control_ptr,
             slot_len,
             drops: DropCounters::new(sockets),
             stats: RxStats::default(),
@@ -107,7 +96,6 @@ impl MmsgRx {
     ) -> Result<usize, Error> {
         debug_assert_eq!(self.iovecs.len(), self.headers.len());
         debug_assert_eq!(self.data.len(), self.headers.len() * self.slot_len);
-        debug_assert_eq!(self.control.len() * 8, self.headers.len() * CONTROL_LEN);
         for pollfd in &mut self.pollfds {
             pollfd.revents = 0;
         }
@@ -138,6 +126,7 @@ impl MmsgRx {
                 delivered += self.drain_socket(index, on_datagram)?;
             }
         }
+        self.drops.refresh(&self.fds, &mut self.stats);
         Ok(delivered)
     }
 
@@ -152,7 +141,6 @@ impl MmsgRx {
         for _ in 0..BATCHES_MAX {
             for header in &mut self.headers {
                 // The kernel overwrites these with what it wrote.
-                header.msg_hdr.msg_controllen = CONTROL_LEN as _;
                 header.msg_hdr.msg_flags = 0;
                 header.msg_len = 0;
             }
@@ -177,18 +165,6 @@ impl MmsgRx {
             let received = received as usize;
             for slot in 0..received {
                 let header = &self.headers[slot];
-                // msg_controllen is size_t on glibc but socklen_t on musl.
-                #[allow(clippy::unnecessary_cast)]
-                let control_len = (header.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
-                // SAFETY: slot `slot` of `control` is CONTROL_LEN bytes inside
-                // the allocation; the kernel is no longer writing to it.
-                let control = unsafe {
-                    std::slice::from_raw_parts(
-                        self.control_ptr.add(slot * CONTROL_LEN),
-                        control_len,
-                    )
-                };
-                self.drops.observe(index, control, &mut self.stats);
                 if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
                     self.stats.truncated += 1;
                     continue;

@@ -5,7 +5,7 @@
 //! path, its ring. `poll` hands each complete datagram to a callback as a
 //! borrowed slice; the slice is only valid during the callback.
 //!
-//! Files: `socket.rs` (socket options, the SO_RXQ_OVFL cmsg), `uring.rs`
+//! Files: `socket.rs` (socket options, the kernel's drop counter), `uring.rs`
 //! (io_uring multishot `RecvMsgMulti`), `buffers.rs` (the provided-buffer
 //! ring: the one place that tracks kernel-owned vs lent buffers), `mmsg.rs`
 //! (the `recvmmsg` fallback). Each unsafe-bearing file opens with its safety
@@ -73,7 +73,7 @@ pub struct RxStats {
     pub truncated: u64,
     /// Completions that failed with ENOBUFS (provided-buffer ring ran dry).
     pub enobufs: u64,
-    /// Sum over sockets of the kernel's SO_RXQ_OVFL drop counter (latest value seen).
+    /// Sum over sockets of the kernel's drop counter (`SO_MEMINFO`, read once per poll).
     pub kernel_drops: u64,
     /// Multishot receives re-armed after a completion came without the MORE flag.
     pub rearms: u64,
@@ -113,7 +113,7 @@ enum Path {
 }
 
 impl Receiver {
-    /// Open sockets (SO_REUSEPORT, SO_RCVBUF, SO_RXQ_OVFL, non-blocking as needed) and
+    /// Open sockets (SO_REUSEPORT, SO_RCVBUF, non-blocking as needed) and
     /// the io_uring ring or recvmmsg state, per `cfg.mode`.
     pub fn open(cfg: &RxConfig) -> Result<Receiver, Error> {
         let force = force_flag(std::env::var_os(FORCE_IO_URING_FAILURE_ENV).as_deref());

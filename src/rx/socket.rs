@@ -1,25 +1,23 @@
-//! Socket setup shared by both receive paths, and the one cmsg we read.
+//! Socket setup shared by both receive paths, and the kernel's drop counter.
 //!
 //! Every socket is non-blocking: the recvmmsg path needs it, and io_uring does
 //! not care (it arms its own poll on the socket).
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Error, RxStats};
 
-/// `SO_RXQ_OVFL` from `asm-generic/socket.h`; the `libc` crate does not
+/// `SO_MEMINFO` from `asm-generic/socket.h`; the `libc` crate does not
 /// export it for Linux glibc targets.
 #[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
-const SO_RXQ_OVFL: libc::c_int = 40;
+const SO_MEMINFO: libc::c_int = 55;
 #[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
-const SO_RXQ_OVFL: libc::c_int = 0x0024;
+const SO_MEMINFO: libc::c_int = 0x0039;
 
-/// Control-buffer bytes per datagram. The only cmsg we enable is
-/// `SO_RXQ_OVFL` (a u32: `CMSG_SPACE(4)` = 24 bytes on 64-bit Linux); the
-/// rest is headroom so an unexpected cmsg cannot push ours out (`MSG_CTRUNC`).
-pub(super) const CONTROL_LEN: usize = 64;
+/// Entries of the `SO_MEMINFO` array (`SK_MEMINFO_VARS`).
+const MEMINFO_VARS: usize = 9;
 
 /// The sockets of one receiver, in `cfg.addrs` order.
 pub(super) struct Sockets {
@@ -65,7 +63,6 @@ fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketA
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_recv_buffer_size(rcvbuf)?;
-    enable_rxq_ovfl(&socket)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     let local = socket
@@ -76,55 +73,31 @@ fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketA
     Ok((socket, local, effective))
 }
 
-fn enable_rxq_ovfl(socket: &Socket) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: the fd is a live socket owned by `socket`; the option value
-    // pointer and length describe `on`, a c_int that outlives the call.
+/// The socket's drop counter (`sk_drops`: datagrams the kernel dropped
+/// because the receive buffer was full, or for a bad checksum), read with
+/// `getsockopt(SO_MEMINFO)`. It costs one call per socket per poll, where
+/// `SO_RXQ_OVFL` would make the kernel build a control message for every
+/// datagram; and it is current, not carried by the next datagram.
+pub(super) fn socket_drops(fd: RawFd) -> Option<u32> {
+    let mut info = [0u32; MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `fd` is a live socket owned by the receiver; the value pointer
+    // and length describe `info`, which outlives the call, and the kernel
+    // writes at most `len` bytes and stores the length written in `len`.
     let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
+        libc::getsockopt(
+            fd,
             libc::SOL_SOCKET,
-            SO_RXQ_OVFL,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    (rc == 0 && len as usize >= (drops + 1) * 4).then(|| info[drops])
 }
 
-/// The kernel's `SO_RXQ_OVFL` counter from a received control area, if
-/// present. The kernel attaches it only once the socket has dropped something.
-///
-/// Parsed from bytes (no pointer casts): the control area of an io_uring
-/// provided buffer has no alignment guarantee. Layout is the kernel's
-/// `struct cmsghdr { size_t len; int level; int type; }`, each header and
-/// payload aligned to `size_t`.
-pub(super) fn rxq_ovfl(control: &[u8]) -> Option<u32> {
-    const WORD: usize = std::mem::size_of::<usize>();
-    const HEADER: usize = (WORD + 8).next_multiple_of(WORD);
-    let mut offset = 0usize;
-    // Bounded: each step advances by at least HEADER bytes.
-    while offset + HEADER <= control.len() {
-        let at = &control[offset..];
-        let len = usize::from_ne_bytes(at[..WORD].try_into().ok()?);
-        let level = i32::from_ne_bytes(at[WORD..WORD + 4].try_into().ok()?);
-        let kind = i32::from_ne_bytes(at[WORD + 4..WORD + 8].try_into().ok()?);
-        if len < HEADER || len > at.len() {
-            return None;
-        }
-        if level == libc::SOL_SOCKET && kind == SO_RXQ_OVFL && len >= HEADER + 4 {
-            return Some(u32::from_ne_bytes(at[HEADER..HEADER + 4].try_into().ok()?));
-        }
-        offset += len.next_multiple_of(WORD);
-    }
-    None
-}
-
-/// Latest `SO_RXQ_OVFL` value per socket, folded into `RxStats::kernel_drops`.
+/// Latest drop counter per socket, folded into `RxStats::kernel_drops`.
 pub(super) struct DropCounters {
     latest: Vec<u32>,
 }
@@ -136,18 +109,24 @@ impl DropCounters {
         }
     }
 
-    /// Record the counter carried by one datagram of socket `index`.
-    /// The kernel counter is a wrapping u32; the sum in `stats` is the total
-    /// of the per-socket deltas, so it keeps counting past a wrap.
-    pub(super) fn observe(&mut self, index: usize, control: &[u8], stats: &mut RxStats) {
-        if let Some(value) = rxq_ovfl(control) {
-            let delta = value.wrapping_sub(self.latest[index]);
-            // A datagram queued before a later one can carry an older value;
-            // counts only move forward, so ignore apparent huge "deltas".
-            if delta < u32::MAX / 2 {
-                self.latest[index] = value;
-                stats.kernel_drops += u64::from(delta);
+    /// Read every socket's counter (once per poll).
+    pub(super) fn refresh(&mut self, fds: &[RawFd], stats: &mut RxStats) {
+        for (index, &fd) in fds.iter().enumerate() {
+            if let Some(value) = socket_drops(fd) {
+                self.observe(index, value, stats);
             }
+        }
+    }
+
+    /// Record the counter of socket `index`. The kernel counter is a
+    /// wrapping u32; the sum in `stats` is the total of the per-socket
+    /// deltas, so it keeps counting past a wrap.
+    pub(super) fn observe(&mut self, index: usize, value: u32, stats: &mut RxStats) {
+        let delta = value.wrapping_sub(self.latest[index]);
+        // Counts only move forward; ignore an apparent huge "delta".
+        if delta < u32::MAX / 2 {
+            self.latest[index] = value;
+            stats.kernel_drops += u64::from(delta);
         }
     }
 }
@@ -156,42 +135,19 @@ impl DropCounters {
 mod tests {
     use super::*;
 
-    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
-        const WORD: usize = std::mem::size_of::<usize>();
-        let header = (WORD + 8).next_multiple_of(WORD);
-        let len = header + data.len();
-        let mut out = Vec::new();
-        out.extend_from_slice(&len.to_ne_bytes());
-        out.extend_from_slice(&level.to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(data);
-        out.resize(len.next_multiple_of(WORD), 0);
-        out
-    }
-
-    #[test]
-    fn rxq_ovfl_found_after_other_cmsg() {
-        let mut control = cmsg(libc::SOL_IP, 8, &[1, 2, 3, 4, 5]);
-        control.extend(cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &7u32.to_ne_bytes()));
-        assert_eq!(rxq_ovfl(&control), Some(7));
-        assert_eq!(rxq_ovfl(&control[..control.len() - 8]), None);
-        assert_eq!(rxq_ovfl(&[]), None);
-    }
-
     #[test]
     fn drop_counters_sum_deltas_across_wrap() {
         let mut stats = RxStats::default();
         let mut drops = DropCounters::new(2);
-        let at = |v: u32| cmsg(libc::SOL_SOCKET, SO_RXQ_OVFL, &v.to_ne_bytes());
-        drops.observe(0, &at(5), &mut stats);
-        drops.observe(1, &at(3), &mut stats);
-        drops.observe(0, &at(4), &mut stats); // stale, ignored
-        drops.observe(0, &at(9), &mut stats);
+        drops.observe(0, 5, &mut stats);
+        drops.observe(1, 3, &mut stats);
+        drops.observe(0, 4, &mut stats); // backwards, ignored
+        drops.observe(0, 9, &mut stats);
         assert_eq!(stats.kernel_drops, 12);
-        drops.observe(1, &at(0x7000_0000), &mut stats);
-        drops.observe(1, &at(0xE000_0000), &mut stats);
+        drops.observe(1, 0x7000_0000, &mut stats);
+        drops.observe(1, 0xE000_0000, &mut stats);
         let before = stats.kernel_drops;
-        drops.observe(1, &at(1), &mut stats);
+        drops.observe(1, 1, &mut stats);
         assert_eq!(stats.kernel_drops - before, 0x2000_0001);
     }
 }

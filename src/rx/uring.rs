@@ -23,7 +23,7 @@ use io_uring::{cqueue, opcode, types, IoUring};
 use socket2::{Domain, Socket, Type};
 
 use super::buffers::{BufRing, ENTRIES_MAX};
-use super::socket::{DropCounters, CONTROL_LEN};
+use super::socket::DropCounters;
 use super::{Error, RxConfig, RxStats};
 
 /// Our only buffer group.
@@ -36,12 +36,13 @@ const RECVMSG_OUT_LEN: usize = 16;
 /// Source address space in each buffer (enough for IPv6).
 const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
 /// Bytes in front of the payload in every provided buffer.
-pub(super) const HEADER_LEN: usize = RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN;
+pub(super) const HEADER_LEN: usize = RECVMSG_OUT_LEN + NAME_LEN;
 /// How long `Drop` waits for cancelled receives to finish before leaking.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// The msghdr given to `RecvMsgMulti`: only `msg_namelen` and
-/// `msg_controllen` matter; every pointer is null.
+/// The msghdr given to `RecvMsgMulti`: only `msg_namelen` matters (no
+/// control messages are enabled, so `msg_controllen` is 0); every pointer
+/// is null.
 struct MsgTemplate(libc::msghdr);
 
 // SAFETY: every pointer in the template is null; it is plain data.
@@ -131,7 +132,6 @@ impl UringRx {
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
         let mut template: libc::msghdr = unsafe { std::mem::zeroed() };
         template.msg_namelen = NAME_LEN as libc::socklen_t;
-        template.msg_controllen = CONTROL_LEN as _;
         let sockets = fds.len();
         // Half the buffers, so a batch never has to wait for ENOBUFS.
         let wake_batch = if ring.params().is_feature_min_timeout() {
@@ -263,6 +263,7 @@ impl UringRx {
             }
         }
         let (delivered, failure) = self.drain(on_datagram);
+        self.drops.refresh(&self.fds, &mut self.stats);
         if self.armed.iter().any(|armed| !armed) {
             // Re-arm now rather than at the next poll, so the kernel keeps
             // receiving while the caller works through this batch.
@@ -282,7 +283,6 @@ impl UringRx {
             bufs,
             msghdr,
             armed,
-            drops,
             stats,
             ..
         } = self;
@@ -333,7 +333,6 @@ impl UringRx {
             // The kernel always writes the full header area before the payload.
             debug_assert!(parsed.is_ok(), "short multishot recvmsg completion");
             if let Ok(out) = parsed {
-                drops.observe(index, out.control_data(), stats);
                 if out.is_payload_truncated() {
                     stats.truncated += 1;
                 } else {

@@ -231,7 +231,7 @@ impl Collector for Telemetry {
         counter(
             e,
             "sluice_kernel_drops",
-            "Datagrams the kernel dropped on sluice's sockets before user space (SO_RXQ_OVFL).",
+            "Datagrams the kernel dropped on sluice's sockets before user space (the socket's drop counter, SO_MEMINFO).",
             t.kernel_drops,
         )?;
         counter(
