@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use sluice::batch::Batcher;
-use sluice::check::{Checker, Verdict};
+use sluice::check::{self, Checker, Verdict};
 use sluice::config::{Precision, SanityConfig};
 use sluice::parse::{self, Item};
 use sluice::route::RouteTable;
@@ -66,6 +66,7 @@ fn main() {
     let mut checker = Checker::new(&table, sanity, None, vec![true; table.routes().len()], NOW);
     let mut batcher = Batcher::new(table.routes().len(), 256 << 10, Duration::from_millis(100));
     let now = Instant::now();
+    let mut scratch = Vec::with_capacity(1024);
     let mut scanner = parse::Scanner::new();
     let mut best = Duration::MAX;
     let (mut accepted, mut rejected, mut chunks) = (0u64, 0u64, 0u64);
@@ -78,9 +79,19 @@ fn main() {
                     let mut out = batcher.datagram(d, now);
                     for item in scanner.lines(d) {
                         match checker.judge(item) {
-                            Verdict::Accept { line, matched, .. } => {
+                            Verdict::Accept {
+                                line,
+                                matched,
+                                rewrite,
+                                ..
+                            } => {
                                 accepted += 1;
-                                out.line(matched.route, line.raw, &mut |_, _| chunks += 1);
+                                let sealed = &mut |_, _| chunks += 1;
+                                if check::rewritten(&line, rewrite, &mut scratch) {
+                                    out.other(matched.route, &scratch, sealed);
+                                } else {
+                                    out.line(matched.route, line.raw, sealed);
+                                }
                             }
                             Verdict::Reject { .. } => rejected += 1,
                         }

@@ -219,7 +219,15 @@ impl<'t> Checker<'t> {
 /// Write the forwarded form of an accepted line (without newline) into `out`
 /// when it differs from the received bytes; returns `false` when `raw` can be
 /// forwarded as it is.
+#[inline]
 pub fn rewritten(line: &Line<'_>, rewrite: Rewrite, out: &mut Vec<u8>) -> bool {
+    // The common case (nothing to rewrite) is decided inline in the shard's
+    // line loop; the rewrite itself is out of line.
+    rewrite != Rewrite::None && write_rewritten(line, rewrite, out)
+}
+
+#[inline(never)]
+fn write_rewritten(line: &Line<'_>, rewrite: Rewrite, out: &mut Vec<u8>) -> bool {
     match rewrite {
         Rewrite::None => false,
         Rewrite::Timestamp(ns) => {
