@@ -182,8 +182,10 @@ impl<'d> DatagramAppender<'_, 'd> {
     /// datagram (without its line ending).
     #[inline]
     pub fn line(&mut self, route: RouteId, raw: &'d [u8], sealed: &mut impl FnMut(RouteId, Chunk)) {
-        // Where `raw` lies in the datagram (`None`: it does not, e.g. a test
-        // passing another buffer; then it is appended as a copy).
+        // Where `raw` lies in the datagram. A slice from elsewhere (a test
+        // passing another buffer) fails the check below, wrapping or not,
+        // and is appended as a copy: only bytes of `datagram` are ever
+        // taken from `datagram`.
         let start = (raw.as_ptr() as usize).wrapping_sub(self.datagram.as_ptr() as usize);
         let end = start.wrapping_add(raw.len());
         let with_newline = start <= self.datagram.len() && self.datagram.get(end) == Some(&b'\n');
