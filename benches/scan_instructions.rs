@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use sluice::batch::Batcher;
-use sluice::check::{self, Checker, Verdict};
+use sluice::check::{Checker, Verdict};
 use sluice::config::{Precision, SanityConfig};
 use sluice::parse::{self, Item};
 use sluice::route::RouteTable;
@@ -86,12 +86,13 @@ fn main() {
                                 ..
                             } => {
                                 accepted += 1;
-                                let sealed = &mut |_, _| chunks += 1;
-                                if check::rewritten(&line, rewrite, &mut scratch) {
-                                    out.other(matched.route, &scratch, sealed);
-                                } else {
-                                    out.line(matched.route, line.raw, sealed);
-                                }
+                                out.accepted(
+                                    matched.route,
+                                    &line,
+                                    rewrite,
+                                    &mut scratch,
+                                    &mut |_, _| chunks += 1,
+                                );
                             }
                             Verdict::Reject { .. } => rejected += 1,
                         }

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::check::{self, Rewrite};
+use crate::parse::Line;
 use crate::route::RouteId;
 
 /// A sealed run of whole lines, each ending in `\n`.
@@ -217,6 +219,25 @@ impl<'d> DatagramAppender<'_, 'd> {
         // Would fill the chunk (or has no `\n` after it in the datagram):
         // the per-line path, which seals exactly where it must.
         self.batcher.append(route, raw, self.now, sealed);
+    }
+
+    /// Append an accepted line in the form it is forwarded in: as received
+    /// (joining a run), or, when `rewrite` asks for another form, as that
+    /// form written into `scratch` first. The shard's one way to forward.
+    #[inline]
+    pub fn accepted(
+        &mut self,
+        route: RouteId,
+        line: &Line<'d>,
+        rewrite: Rewrite,
+        scratch: &mut Vec<u8>,
+        sealed: &mut impl FnMut(RouteId, Chunk),
+    ) {
+        if check::rewritten(line, rewrite, scratch) {
+            self.other(route, scratch, sealed);
+        } else {
+            self.line(route, line.raw, sealed);
+        }
     }
 
     /// Append a line that is not (as is) in the datagram: a rewritten line

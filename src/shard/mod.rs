@@ -224,13 +224,13 @@ impl Pipeline<'_> {
                     ..
                 } => {
                     local.routed(matched.route as usize, matched.rule);
-                    let sealed =
-                        &mut |route, chunk| dispatch(local, sinks, route_sinks, route, chunk);
-                    if check::rewritten(&line, rewrite, &mut rejects.rewrite) {
-                        out.other(matched.route, &rejects.rewrite, sealed);
-                    } else {
-                        out.line(matched.route, line.raw, sealed);
-                    }
+                    out.accepted(
+                        matched.route,
+                        &line,
+                        rewrite,
+                        &mut rejects.rewrite,
+                        &mut |route, chunk| dispatch(local, sinks, route_sinks, route, chunk),
+                    );
                 }
                 Verdict::Reject { raw, reason, .. } => rejects.reject(
                     raw,
