@@ -135,10 +135,11 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         local: LocalCounters::new(spec.layout),
         route_sinks: &spec.route_sinks,
         sinks: &spec.sinks,
+        rewrite: Vec::with_capacity(1024),
         rejects: Rejects {
             dead_letter,
             sampler: Sampler::default(),
-            rewrite: Vec::with_capacity(1024),
+            letter: Vec::with_capacity(1024),
         },
         batch_now: None,
     };
@@ -191,6 +192,9 @@ struct Pipeline<'a> {
     local: LocalCounters,
     route_sinks: &'a [Vec<usize>],
     sinks: &'a [Arc<Sink>],
+    /// Scratch for an accepted line forwarded rewritten (timestamp to ns,
+    /// receive-time stamp).
+    rewrite: Vec<u8>,
     rejects: Rejects,
     /// Clock read once per poll, at the first datagram.
     batch_now: Option<Instant>,
@@ -207,6 +211,7 @@ impl Pipeline<'_> {
             local,
             route_sinks,
             sinks,
+            rewrite: scratch,
             rejects,
             ..
         } = self;
@@ -228,7 +233,7 @@ impl Pipeline<'_> {
                         matched.route,
                         &line,
                         rewrite,
-                        &mut rejects.rewrite,
+                        scratch,
                         &mut |route, chunk| dispatch(local, sinks, route_sinks, route, chunk),
                     );
                 }
@@ -297,8 +302,8 @@ struct Delivery<'o, 'b, 'd, 's> {
 struct Rejects {
     dead_letter: Option<DeadLetter>,
     sampler: Sampler,
-    /// Scratch for rewritten lines (timestamps, dead letters).
-    rewrite: Vec<u8>,
+    /// Scratch for the dead letter being written.
+    letter: Vec<u8>,
 }
 
 impl Rejects {
@@ -333,9 +338,9 @@ impl Rejects {
             return;
         }
         let route = dead.route;
-        check::dead_letter(raw, reason, now_ns, &mut self.rewrite);
+        check::dead_letter(raw, reason, now_ns, &mut self.letter);
         local.dead_lettered();
-        out.other(route, &self.rewrite, &mut |route, chunk| {
+        out.other(route, &self.letter, &mut |route, chunk| {
             dispatch(local, sinks, route_sinks, route, chunk)
         });
     }
