@@ -21,6 +21,8 @@ enum Action {
     Hang,
     /// Drop the connection without answering.
     Close,
+    /// Answer 204 after this long.
+    Slow(Duration),
 }
 
 fn ok() -> Action {
@@ -160,6 +162,13 @@ async fn serve(mut stream: TcpStream, conn: usize, state: Arc<Mutex<State>>) {
                 state.close_after_answer,
             )
         };
+        let action = match action {
+            Action::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                ok()
+            }
+            action => action,
+        };
         match action {
             Action::Status(status, extra) => {
                 let mut answer = format!("HTTP/1.1 {status} Whatever\r\n");
@@ -179,6 +188,7 @@ async fn serve(mut stream: TcpStream, conn: usize, state: Arc<Mutex<State>>) {
             }
             Action::Hang => std::future::pending::<()>().await,
             Action::Close => return,
+            Action::Slow(_) => unreachable!("answered as a 204 above"),
         }
     }
 }
@@ -626,7 +636,10 @@ fn hanging_backend_times_out_and_shutdown_keeps_its_deadline() {
 
 #[test]
 fn shutdown_delivers_everything_queued_at_once() {
-    let server = Server::local(Vec::new(), ok());
+    // Slow answers, so that no line is delivered before `shutdown` begins
+    // (the report counts what is delivered from then on; bodies fill at
+    // once, so with instant answers some went out before).
+    let server = Server::local(Vec::new(), Action::Slow(Duration::from_millis(300)));
     let mut cfg = config("drain", server.url());
     cfg.batch_max_age = Duration::from_secs(60);
     cfg.batch_max_size = 500;
