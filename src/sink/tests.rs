@@ -29,6 +29,13 @@ fn ok() -> Action {
     Action::Status(204, Vec::new())
 }
 
+/// 204, a moment later: for tests that check `ShutdownReport`, which counts
+/// only what is delivered after `shutdown` is called. With instant answers a
+/// body that fills (or ages) at once could be delivered before that.
+fn held() -> Action {
+    Action::Slow(Duration::from_millis(100))
+}
+
 #[derive(Debug)]
 struct Recorded {
     at: Instant,
@@ -259,7 +266,7 @@ fn soon(seconds: u64) -> Instant {
 
 #[test]
 fn delivers_in_order_coalesced_on_one_connection() {
-    let server = Server::local(Vec::new(), ok());
+    let server = Server::local(Vec::new(), held());
     let mut cfg = config("coalesce", server.url());
     cfg.batch_max_size = 1000;
     cfg.batch_max_age = Duration::from_millis(50);
@@ -636,10 +643,7 @@ fn hanging_backend_times_out_and_shutdown_keeps_its_deadline() {
 
 #[test]
 fn shutdown_delivers_everything_queued_at_once() {
-    // Slow answers, so that no line is delivered before `shutdown` begins
-    // (the report counts what is delivered from then on; bodies fill at
-    // once, so with instant answers some went out before).
-    let server = Server::local(Vec::new(), Action::Slow(Duration::from_millis(300)));
+    let server = Server::local(Vec::new(), held());
     let mut cfg = config("drain", server.url());
     cfg.batch_max_age = Duration::from_secs(60);
     cfg.batch_max_size = 500;
@@ -666,7 +670,7 @@ fn shutdown_delivers_everything_queued_at_once() {
 
 #[test]
 fn gzip_body_decompresses_to_the_original() {
-    let server = Server::local(Vec::new(), ok());
+    let server = Server::local(Vec::new(), held());
     let mut cfg = config("gzip", server.url());
     cfg.gzip = 1;
     let (sink, writer) = start(&cfg).unwrap();
@@ -737,7 +741,7 @@ fn bad_urls_refuse_to_start() {
 
 #[test]
 fn ipv6_loopback() {
-    let Ok(server) = Server::start("[::1]:0", Vec::new(), ok()) else {
+    let Ok(server) = Server::start("[::1]:0", Vec::new(), held()) else {
         eprintln!("no ::1 here; skipping");
         return;
     };
