@@ -1,4 +1,4 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sluice_loadgen::gen::Precision;
 use sluice_loadgen::util::{self, parse_duration, parse_fraction, parse_rate, parse_size_f};
@@ -161,6 +161,10 @@ struct VerifyArgs {
     /// Search for the highest rate with loss <= --max-loss.
     #[arg(long)]
     find_max: bool,
+    /// Run N times (with --compare-baseline: N rounds, the order of the two
+    /// alternating) and report medians and ranges, for noisy hosts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
     /// Trials for --find-max.
     #[arg(long, default_value_t = 8)]
     find_steps: usize,
@@ -297,6 +301,101 @@ fn cmd_baseline(a: BaselineArgs) -> Result<()> {
     })
 }
 
+/// sluice's lines/s and CPU-s/GiB, each divided by the baseline's.
+fn ratios(baseline: &verify::RunResult, sluice: &verify::RunResult) -> (f64, f64) {
+    (
+        sluice.received_lines_per_s / baseline.received_lines_per_s.max(1e-9),
+        sluice.cpu_s_per_gib / baseline.cpu_s_per_gib.max(1e-9),
+    )
+}
+
+/// `verify --repeat N`: N runs of `sut`, or with `compare` N rounds of the
+/// baseline and sluice (alternating which goes first, so a drifting host
+/// weighs on both alike), each run summarised on one line (a failing one in
+/// full), then medians and ranges. Returns whether every run passed, and the
+/// last sluice run (or the last run) for the plot.
+fn repeated(
+    cfg: &verify::VerifyConfig,
+    sut: &verify::Sut,
+    sluice: &verify::Sut,
+    compare: bool,
+    rounds: usize,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(bool, Option<verify::RunResult>)> {
+    let mut all = Vec::new();
+    let mut pairs = Vec::new();
+    let mut tag = 0;
+    let mut run = |sut: &verify::Sut, round: usize| -> Result<verify::RunResult> {
+        tag += 1;
+        let r = verify::run_once(cfg, sut, cfg.rate, tag)?;
+        verify::print_run_line(round, &r);
+        if !r.pass {
+            verify::print_result(&r);
+        }
+        Ok(r)
+    };
+    println!("== {rounds} rounds @ {} ==", cfg.rate);
+    for round in 1..=rounds {
+        if compare {
+            let (b, s) = if round % 2 == 1 {
+                let b = run(&verify::Sut::Baseline, round)?;
+                (b, run(sluice, round)?)
+            } else {
+                let s = run(sluice, round)?;
+                (run(&verify::Sut::Baseline, round)?, s)
+            };
+            let (lines_ratio, cpu_ratio) = ratios(&b, &s);
+            println!(
+                "  round {round:<3} ratios   lines/s {lines_ratio:.3}  cpu-s/GiB {cpu_ratio:.3}"
+            );
+            pairs.push((b, s, lines_ratio, cpu_ratio));
+        } else {
+            all.push(run(sut, round)?);
+        }
+    }
+    let passed;
+    let last;
+    if compare {
+        let baseline: Vec<&verify::RunResult> = pairs.iter().map(|p| &p.0).collect();
+        let ours: Vec<&verify::RunResult> = pairs.iter().map(|p| &p.1).collect();
+        let lines = verify::Spread::of(&pairs.iter().map(|p| p.2).collect::<Vec<_>>());
+        let cpu = verify::Spread::of(&pairs.iter().map(|p| p.3).collect::<Vec<_>>());
+        let (b, s) = (
+            verify::RepeatSummary::of(&baseline).context("no runs")?,
+            verify::RepeatSummary::of(&ours).context("no runs")?,
+        );
+        println!("== sluice vs baseline, {rounds} rounds ==");
+        verify::print_summary(&b, "baseline");
+        verify::print_summary(&s, "sluice");
+        if let (Some(lines), Some(cpu)) = (lines, cpu) {
+            println!("  lines/s ratio (sluice / baseline): {lines}");
+            println!("  cpu-s/GiB ratio (sluice / baseline): {cpu}");
+        }
+        passed = b.passed == rounds && s.passed == rounds;
+        let rounds_json: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|(b, s, l, c)| serde_json::json!({"baseline": b, "sluice": s, "ratios": {"lines_per_s": l, "cpu_s_per_gib": c}}))
+            .collect();
+        json.insert("rounds".into(), serde_json::Value::Array(rounds_json));
+        json.insert(
+            "summary".into(),
+            serde_json::json!({"baseline": b, "sluice": s, "ratios": {"lines_per_s": lines, "cpu_s_per_gib": cpu}}),
+        );
+        last = pairs.pop().map(|p| p.1);
+    } else {
+        let runs: Vec<&verify::RunResult> = all.iter().collect();
+        let summary = verify::RepeatSummary::of(&runs).context("no runs")?;
+        println!("== {rounds} runs ==");
+        verify::print_summary(&summary, runs[0].sut.as_str());
+        passed = summary.passed == rounds;
+        json.insert("runs".into(), serde_json::to_value(&all)?);
+        json.insert("summary".into(), serde_json::to_value(&summary)?);
+        last = all.pop();
+    }
+    println!("  result: {}", if passed { "PASS" } else { "FAIL" });
+    Ok((passed, last))
+}
+
 fn cmd_verify(a: VerifyArgs) -> Result<i32> {
     let cfg = verify::VerifyConfig {
         sinks: a.sinks.max(1),
@@ -325,6 +424,9 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
     let mut json = serde_json::Map::new();
     let mut ok = true;
     let plot_run;
+    if a.find_max && a.repeat > 1 {
+        bail!("--repeat does not apply to --find-max (each search already runs several trials)");
+    }
     if a.find_max {
         let (fm, best) = verify::find_max(&cfg, &sut, cfg.rate, a.find_steps)?;
         match &best {
@@ -344,13 +446,23 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         json.insert("find_max".into(), serde_json::to_value(&fm)?);
         json.insert("best".into(), serde_json::to_value(&best)?);
         plot_run = best;
+    } else if a.repeat > 1 {
+        let (passed, last) = repeated(
+            &cfg,
+            &sut,
+            &sluice,
+            a.compare_baseline,
+            a.repeat as usize,
+            &mut json,
+        )?;
+        ok = passed;
+        plot_run = last;
     } else if a.compare_baseline {
         let b = verify::run_once(&cfg, &verify::Sut::Baseline, cfg.rate, 1)?;
         verify::print_result(&b);
         let s = verify::run_once(&cfg, &sluice, cfg.rate, 2)?;
         verify::print_result(&s);
-        let lines_ratio = s.received_lines_per_s / b.received_lines_per_s.max(1e-9);
-        let cpu_ratio = s.cpu_s_per_gib / b.cpu_s_per_gib.max(1e-9);
+        let (lines_ratio, cpu_ratio) = ratios(&b, &s);
         println!("== sluice vs baseline ==");
         println!("  lines/s ratio (sluice / baseline): {lines_ratio:.3}");
         println!("  cpu-s/GiB ratio (sluice / baseline): {cpu_ratio:.3}");

@@ -168,6 +168,19 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / if hz > 0.0 { hz } else { 100.0 })
 }
 
+/// Seconds the host's hypervisor has taken from this machine's CPUs so far
+/// (`steal` in `/proc/stat`, all CPUs together); `None` where not reported.
+/// Its growth during a run says how much of the run a noisy host stole.
+pub fn host_steal_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = s.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal ...
+    let steal: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(steal / if hz > 0.0 { hz } else { 100.0 })
+}
+
 /// Peak RSS (VmHWM) of a process, in bytes.
 pub fn proc_peak_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

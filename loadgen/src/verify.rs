@@ -134,6 +134,9 @@ pub struct RunResult {
     pub latency: sink::Latency,
     pub cpu_s: f64,
     pub cpu_s_per_gib: f64,
+    /// CPU time the host stole from this machine while the SUT's CPU was
+    /// measured (all CPUs; 0 where `/proc/stat` does not report it).
+    pub host_steal_s: f64,
     pub peak_rss_bytes: u64,
     pub sut_exit: Option<i32>,
     pub drained: bool,
@@ -379,6 +382,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .map(|a| util::udp_socket_drops(a.port()))
         .sum();
     let cpu0 = util::proc_cpu_secs(pid).unwrap_or(0.0);
+    let steal0 = util::host_steal_secs();
     let bcfg = BlastConfig {
         targets: child.udp.clone(),
         threads: cfg.threads,
@@ -466,6 +470,10 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .map_err(|_| anyhow!("blast thread panicked"))??;
     let m = scrape(child.admin);
     let cpu = util::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+    let host_steal_s = match (steal0, util::host_steal_secs()) {
+        (Some(a), Some(b)) => (b - a).max(0.0),
+        _ => 0.0,
+    };
     let rss = util::proc_peak_rss(pid).unwrap_or(0);
     let drops: u64 = child
         .udp
@@ -622,6 +630,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         } else {
             0.0
         },
+        host_steal_s,
         peak_rss_bytes: rss,
         sut_exit: exit,
         drained,
@@ -704,14 +713,118 @@ pub fn print_result(r: &RunResult) {
         r.latency.count
     );
     println!(
-        "  SUT cpu {:.2}s, {:.2} cpu-s/GiB received; peak RSS {}; exit {:?}; drained {}",
+        "  SUT cpu {:.2}s, {:.2} cpu-s/GiB received; peak RSS {}; exit {:?}; drained {}; host steal {:.1}s",
         r.cpu_s,
         r.cpu_s_per_gib,
         fmt_bytes(r.peak_rss_bytes as f64),
         r.sut_exit,
-        r.drained
+        r.drained,
+        r.host_steal_s
     );
     println!("  result: {}", if r.pass { "PASS" } else { "FAIL" });
+}
+
+/// Median and range of one figure over repeated runs.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no values. The median of an even count is the mean of the
+    /// middle two.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = f.precision().unwrap_or(3);
+        write!(f, "{:.p$} ({:.p$}–{:.p$})", self.median, self.min, self.max)
+    }
+}
+
+/// Medians over repeated runs of one SUT (`verify --repeat`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepeatSummary {
+    pub runs: usize,
+    pub passed: usize,
+    pub received_lines_per_s: Spread,
+    pub cpu_s_per_gib: Spread,
+    pub loss_fraction: Spread,
+    pub amplification: Spread,
+    pub peak_rss_bytes: Spread,
+    pub host_steal_s: Spread,
+}
+
+impl RepeatSummary {
+    /// `None` for no runs.
+    pub fn of(runs: &[&RunResult]) -> Option<RepeatSummary> {
+        let figure =
+            |f: fn(&RunResult) -> f64| Spread::of(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+        Some(RepeatSummary {
+            runs: runs.len(),
+            passed: runs.iter().filter(|r| r.pass).count(),
+            received_lines_per_s: figure(|r| r.received_lines_per_s)?,
+            cpu_s_per_gib: figure(|r| r.cpu_s_per_gib)?,
+            loss_fraction: figure(|r| r.loss_fraction)?,
+            amplification: figure(|r| r.amplification)?,
+            peak_rss_bytes: figure(|r| r.peak_rss_bytes as f64)?,
+            host_steal_s: figure(|r| r.host_steal_s)?,
+        })
+    }
+}
+
+/// One line per run of `verify --repeat`.
+pub fn print_run_line(round: usize, r: &RunResult) {
+    println!(
+        "  round {round:<3} {:<8} {:>10} lines/s  {:>6.2} cpu-s/GiB  loss {:.6}%  {:.2}x  steal {:.1}s  {}",
+        r.sut,
+        fmt_count(r.received_lines_per_s),
+        r.cpu_s_per_gib,
+        r.loss_fraction * 100.0,
+        r.amplification,
+        r.host_steal_s,
+        if r.pass { "PASS" } else { "FAIL" }
+    );
+}
+
+/// The medians of `verify --repeat` for one SUT.
+pub fn print_summary(s: &RepeatSummary, sut: &str) {
+    let scaled = |x: Spread, k: f64| Spread {
+        median: x.median * k,
+        min: x.min * k,
+        max: x.max * k,
+    };
+    println!(
+        "  {sut:<8} {} of {} runs passed; median (min–max): {:.1} klines/s; {:.2} cpu-s/GiB; loss {:.6} %; {:.2}x out; peak RSS {:.1} MiB; host steal {:.1} s",
+        s.passed,
+        s.runs,
+        scaled(s.received_lines_per_s, 1e-3),
+        s.cpu_s_per_gib,
+        scaled(s.loss_fraction, 100.0),
+        s.amplification,
+        scaled(s.peak_rss_bytes, 1.0 / (1024.0 * 1024.0)),
+        s.host_steal_s
+    );
 }
 
 /// SVG of offered/received input and total output throughput over time.
@@ -861,4 +974,23 @@ pub fn find_max(
         },
         best,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn spread_takes_the_middle() {
+        assert_eq!(Spread::of(&[]), None);
+        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 4.0));
+        assert_eq!(Spread::of(&[f64::NAN, 5.0]).unwrap().median, 5.0);
+        assert_eq!(
+            format!("{:.1}", Spread::of(&[1.0, 2.0]).unwrap()),
+            "1.5 (1.0–2.0)"
+        );
+    }
 }

@@ -178,3 +178,67 @@ fn verify_baseline_amplifies_4x_without_loss() {
     assert_eq!(r["accounting_agrees"].as_bool(), Some(true));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn verify_repeat_reports_medians_of_every_run() {
+    let dir = std::env::temp_dir().join(format!("loadgen-repeat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("v.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+        .args(["verify", "--baseline", "--repeat", "3", "--rate", "5MB/s"])
+        .args([
+            "--duration",
+            "1s",
+            "--baseline-threads",
+            "2",
+            "--no-progress",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("  round ").count(), 3, "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    let summary = &v["summary"];
+    assert_eq!(summary["runs"].as_u64(), Some(3));
+    assert_eq!(summary["passed"].as_u64(), Some(3));
+    // The median is one of the runs' figures, between the smallest and largest.
+    let cpu: Vec<f64> = runs
+        .iter()
+        .map(|r| r["cpu_s_per_gib"].as_f64().unwrap())
+        .collect();
+    let spread = &summary["cpu_s_per_gib"];
+    let median = spread["median"].as_f64().unwrap();
+    assert!(cpu.contains(&median), "{cpu:?} {median}");
+    assert_eq!(
+        spread["min"].as_f64().unwrap(),
+        cpu.iter().cloned().fold(f64::MAX, f64::min)
+    );
+    assert_eq!(
+        spread["max"].as_f64().unwrap(),
+        cpu.iter().cloned().fold(f64::MIN, f64::max)
+    );
+    assert_eq!(
+        format!("{:.2}", summary["amplification"]["min"].as_f64().unwrap()),
+        "4.00"
+    );
+    assert!(runs
+        .iter()
+        .all(|r| r["host_steal_s"].as_f64().unwrap() >= 0.0));
+    // --repeat and --find-max do not mix: a clear error, exit status 2.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+        .args(["verify", "--baseline", "--repeat", "2", "--find-max"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--repeat"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
