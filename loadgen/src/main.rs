@@ -334,7 +334,8 @@ fn repeated(
         }
         Ok(r)
     };
-    println!("== {rounds} rounds @ {} ==", cfg.rate);
+    let unit = if compare { "rounds" } else { "runs" };
+    println!("== {rounds} {unit} @ {} ==", cfg.rate);
     for round in 1..=rounds {
         if compare {
             let (b, s) = if round % 2 == 1 {
