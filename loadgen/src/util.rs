@@ -155,6 +155,13 @@ pub fn fmt_count(c: f64) -> String {
     }
 }
 
+/// Clock ticks (the unit of `/proc` CPU times) as seconds.
+fn ticks_to_secs(ticks: f64) -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / if hz > 0.0 { hz } else { 100.0 }
+}
+
 /// utime+stime of a process, in seconds.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -163,9 +170,7 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((utime + stime) / if hz > 0.0 { hz } else { 100.0 })
+    Some(ticks_to_secs(utime + stime))
 }
 
 /// Seconds the host's hypervisor has taken from this machine's CPUs so far
@@ -176,9 +181,7 @@ pub fn host_steal_secs() -> Option<f64> {
     let cpu = s.lines().find(|l| l.starts_with("cpu "))?;
     // cpu user nice system idle iowait irq softirq steal ...
     let steal: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(steal / if hz > 0.0 { hz } else { 100.0 })
+    Some(ticks_to_secs(steal))
 }
 
 /// Peak RSS (VmHWM) of a process, in bytes.
