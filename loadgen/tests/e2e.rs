@@ -143,31 +143,44 @@ fn sink_gzip_and_stats() {
     assert_eq!((st.lines, st.unique_seq), (2, 2));
 }
 
-#[test]
-fn verify_baseline_amplifies_4x_without_loss() {
-    let dir = std::env::temp_dir().join(format!("loadgen-test-{}", std::process::id()));
+/// Run `sluice-loadgen verify ARGS --no-progress --json FILE`, require
+/// success, and return its output and the JSON it wrote.
+fn verify_json(name: &str, args: &[&str]) -> (String, serde_json::Value) {
+    let dir = std::env::temp_dir().join(format!("loadgen-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("v.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
-        .args([
-            "verify",
-            "--baseline",
-            "--rate",
-            "10MB/s",
-            "--duration",
-            "2s",
-        ])
-        .args(["--baseline-threads", "2", "--no-progress", "--json"])
+        .arg("verify")
+        .args(args)
+        .args(["--no-progress", "--json"])
         .arg(&json)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (stdout, v)
+}
+
+#[test]
+fn verify_baseline_amplifies_4x_without_loss() {
+    let (_, v) = verify_json(
+        "test",
+        &[
+            "--baseline",
+            "--rate",
+            "10MB/s",
+            "--duration",
+            "2s",
+            "--baseline-threads",
+            "2",
+        ],
+    );
     let r = &v["run"];
     assert_eq!(
         format!("{:.2}", r["amplification"].as_f64().unwrap()),
@@ -176,35 +189,25 @@ fn verify_baseline_amplifies_4x_without_loss() {
     assert_eq!(r["lost_lines_max"].as_u64(), Some(0));
     assert!(r["blast"]["lines"].as_u64().unwrap() > 10_000);
     assert_eq!(r["accounting_agrees"].as_bool(), Some(true));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn verify_repeat_reports_medians_of_every_run() {
-    let dir = std::env::temp_dir().join(format!("loadgen-repeat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("v.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
-        .args(["verify", "--baseline", "--repeat", "3", "--rate", "5MB/s"])
-        .args([
+    let (stdout, v) = verify_json(
+        "repeat",
+        &[
+            "--baseline",
+            "--repeat",
+            "3",
+            "--rate",
+            "5MB/s",
             "--duration",
             "1s",
             "--baseline-threads",
             "2",
-            "--no-progress",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert_eq!(stdout.matches("  round ").count(), 3, "{stdout}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3);
     let summary = &v["summary"];
@@ -240,5 +243,4 @@ fn verify_repeat_reports_medians_of_every_run() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repeat"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
