@@ -2,16 +2,12 @@
 //!
 //! A body is a list of refcounted chunk `Bytes`, never a copy: four sinks on one
 //! route send the same memory four times. The list is written with vectored
-//! writes by hyper. Only gzip makes a new buffer, because compression has to.
-use std::convert::Infallible;
+//! writes (`wire::send`). Only gzip makes a new buffer, because compression has to.
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 
 use crate::batch::Chunk;
 
@@ -33,6 +29,11 @@ impl BodyBuilder {
     /// Bytes in the body so far.
     pub(crate) fn len(&self) -> usize {
         self.bytes
+    }
+
+    /// Lines in the body so far.
+    pub(crate) fn lines(&self) -> u64 {
+        self.lines
     }
 
     pub(crate) fn first_at(&self) -> Option<Instant> {
@@ -92,7 +93,7 @@ fn gzip(parts: &[Bytes], raw_bytes: u64, level: u32) -> Bytes {
     Bytes::from(encoder.finish().expect("gzip into memory"))
 }
 
-/// A sealed body: what a request task sends, and sends again on retry.
+/// A sealed body: what a connection thread sends, and sends again on retry.
 #[derive(Clone, Debug)]
 pub struct Payload {
     parts: Arc<[Bytes]>,
@@ -107,62 +108,15 @@ pub struct Payload {
 }
 
 impl Payload {
-    /// A fresh request body over the same (shared) bytes.
-    pub fn body(&self) -> PayloadBody {
-        PayloadBody {
-            parts: Arc::clone(&self.parts),
-            next: 0,
-            remaining: self.wire_bytes,
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn parts(&self) -> &[Bytes] {
+    /// The body's parts, in order: the chunks' shared bytes, or one gzip buffer.
+    pub fn parts(&self) -> &[Bytes] {
         &self.parts
-    }
-}
-
-/// An `http_body::Body` that yields each chunk as one data frame.
-#[derive(Debug)]
-pub struct PayloadBody {
-    parts: Arc<[Bytes]>,
-    next: usize,
-    remaining: u64,
-}
-
-impl Body for PayloadBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = &mut *self;
-        while let Some(part) = this.parts.get(this.next) {
-            this.next += 1;
-            if part.is_empty() {
-                continue;
-            }
-            this.remaining -= part.len() as u64;
-            return Poll::Ready(Some(Ok(Frame::data(part.clone()))));
-        }
-        Poll::Ready(None)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
     use std::io::Read;
 
     fn chunk(text: &str) -> Chunk {
@@ -198,18 +152,13 @@ mod tests {
     }
 
     #[test]
-    fn body_frames_and_gzip() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
+    fn parts_and_gzip() {
         let mut builder = BodyBuilder::default();
         builder.push(chunk("a v=1\n"));
         builder.push(chunk("b v=2\nc v=3\n"));
         let plain = builder.seal(0);
-        let body = plain.body();
-        assert_eq!(body.size_hint().exact(), Some(18));
-        let collected = rt.block_on(body.collect()).unwrap().to_bytes();
-        assert_eq!(&collected[..], b"a v=1\nb v=2\nc v=3\n");
+        assert_eq!(plain.wire_bytes, 18);
+        assert_eq!(plain.parts().concat(), b"a v=1\nb v=2\nc v=3\n");
 
         let mut builder = BodyBuilder::default();
         builder.push(chunk("a v=1\n"));
@@ -217,7 +166,8 @@ mod tests {
         let zipped = builder.seal(6);
         assert!(zipped.gzip);
         assert_eq!(zipped.raw_bytes, 18);
-        let wire = rt.block_on(zipped.body().collect()).unwrap().to_bytes();
+        assert_eq!(zipped.parts().len(), 1);
+        let wire = &zipped.parts()[0];
         assert_eq!(wire.len() as u64, zipped.wire_bytes);
         let mut text = String::new();
         flate2::read::GzDecoder::new(&wire[..])

@@ -1,26 +1,21 @@
-//! HTTP delivery: one keep-alive connection per request task, retries with backoff.
+//! HTTP delivery: one keep-alive connection per connection thread, retries with backoff.
 //!
-//! A request task sends one body at a time and retries it in place, so a failing
-//! backend keeps its tasks busy, the collector stops popping, the queue fills
+//! A connection thread sends one body at a time and retries it in place, so a
+//! failing backend keeps its threads busy, nobody collects, the queue fills
 //! and the shards count `queue_full` for this sink only.
-use std::net::IpAddr;
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
+use http::{StatusCode, Uri};
 
-use super::body::{Payload, PayloadBody};
-use super::SinkStats;
+use super::body::Payload;
+use super::wire::{self, WireError};
+use super::{Signal, SinkStats};
 use crate::config::SinkConfig;
 
 /// Largest response body read (to keep the connection reusable and to log errors).
@@ -226,83 +221,115 @@ enum Outcome {
     },
 }
 
-/// A keep-alive connection; its driver task dies with it.
-struct Conn {
-    sender: http1::SendRequest<PayloadBody>,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
-/// Everything a request task shares with its siblings.
+/// Everything a sink's connection threads share.
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) stats: Arc<SinkStats>,
+    pub(crate) signal: Arc<Signal>,
     pub(crate) warn: WarnLimiter,
     pub(crate) timeout: Duration,
     pub(crate) retry_max_age: Duration,
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
+    /// The request line and fixed headers, ready to send; each request adds
+    /// its `Content-Length` (and `Content-Encoding`) and the blank line.
+    head: Vec<u8>,
+    /// A handle on each connection thread's socket (a second descriptor of the
+    /// same socket), so that `abort` can end blocked calls at the shutdown deadline.
+    sockets: Mutex<Vec<Option<TcpStream>>>,
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: &SinkConfig, endpoint: Endpoint, stats: Arc<SinkStats>) -> Self {
+    pub(crate) fn new(
+        cfg: &SinkConfig,
+        endpoint: Endpoint,
+        stats: Arc<SinkStats>,
+        signal: Arc<Signal>,
+    ) -> Self {
+        let mut head = format!("POST {} HTTP/1.1\r\n", endpoint.path_and_query).into_bytes();
+        for (name, value) in &endpoint.headers {
+            head.extend_from_slice(name.as_str().as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
         Shared {
             name: cfg.name.clone(),
             endpoint,
             stats,
+            signal,
             warn: WarnLimiter::default(),
             timeout: cfg.timeout,
             retry_max_age: cfg.retry_max_age,
             backoff_initial: cfg.retry_backoff_initial,
             backoff_max: cfg.retry_backoff_max,
+            head,
+            sockets: Mutex::new((0..cfg.connections).map(|_| None).collect()),
         }
+    }
+
+    /// Shut down every connection's socket: a thread blocked on one returns at once.
+    pub(crate) fn abort_connections(&self) {
+        let sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for socket in sockets.iter().flatten() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn register(&self, id: usize, socket: Option<TcpStream>) {
+        let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets[id] = socket;
     }
 }
 
-/// A request task's state: its connection, if it has one.
+/// A keep-alive connection and its response buffer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A connection thread's client: its connection, if it has one.
 pub(crate) struct Requester {
     shared: Arc<Shared>,
+    /// This thread's slot in `Shared::sockets`.
+    id: usize,
     conn: Option<Conn>,
+    /// The request head being built (reused).
+    head: Vec<u8>,
 }
 
 impl Requester {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Requester { shared, conn: None }
+    pub(crate) fn new(shared: Arc<Shared>, id: usize) -> Self {
+        Requester {
+            shared,
+            id,
+            conn: None,
+            head: Vec::new(),
+        }
     }
 
-    /// Deliver `payload`, retrying until it is delivered, rejected or too old.
-    /// Every outcome settles the payload's lines out of `lines_in_flight`.
-    pub(crate) async fn deliver(&mut self, payload: Payload) {
+    /// Deliver `payload`, retrying until it is delivered, rejected, too old or
+    /// the writer is aborted. Every outcome settles the payload's lines out of
+    /// `lines_in_flight`.
+    pub(crate) fn deliver(&mut self, payload: Payload) {
         let shared = Arc::clone(&self.shared);
         let stats = &shared.stats;
         let expiry = super::later(payload.created, shared.retry_max_age);
         let mut step = 0u32;
         let mut attempts = 0u32;
         loop {
+            if shared.signal.aborted() {
+                self.drop_conn();
+                settle_shutdown(stats, &payload);
+                return;
+            }
             if attempts > 0 {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
             }
             attempts += 1;
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = match tokio::time::timeout(shared.timeout, self.attempt(&payload)).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    // The connection is in an unknown state: never reuse it.
-                    self.conn = None;
-                    Outcome::Retry {
-                        reason: format!("timed out after {:?}", shared.timeout),
-                        retry_after: None,
-                        stale: false,
-                    }
-                }
-            };
-            let (reason, retry_after) = match outcome {
+            let (reason, retry_after) = match self.attempt(&payload) {
                 Outcome::Delivered => {
                     stats
                         .lines_delivered
@@ -342,6 +369,9 @@ impl Requester {
                     (reason, retry_after)
                 }
             };
+            if shared.signal.aborted() {
+                continue;
+            }
             let delay = retry_after
                 .unwrap_or_else(|| backoff(shared.backoff_initial, shared.backoff_max, step));
             step = step.saturating_add(1);
@@ -364,21 +394,43 @@ impl Requester {
                 &shared.name,
                 format_args!("request failed, retrying in {delay:?}: {reason}"),
             );
-            tokio::time::sleep(delay).await;
+            // Returns early when the writer is aborted; the loop's top settles.
+            shared.signal.sleep(delay);
         }
     }
 
-    /// One request: (re)connect if needed, send, read the answer.
-    async fn attempt(&mut self, payload: &Payload) -> Outcome {
-        let shared = &*self.shared;
-        if self.conn.as_ref().is_some_and(|c| c.sender.is_closed()) {
-            self.conn = None;
+    fn drop_conn(&mut self) {
+        if self.conn.take().is_some() {
+            self.shared.register(self.id, None);
+        }
+    }
+
+    /// One request: (re)connect if needed, send, read the answer, all within `timeout`.
+    fn attempt(&mut self, payload: &Payload) -> Outcome {
+        let shared = Arc::clone(&self.shared);
+        let deadline = super::later(Instant::now(), shared.timeout);
+        let timed_out = || format!("timed out after {:?}", shared.timeout);
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| !wire::idle_and_open(&c.stream))
+        {
+            self.drop_conn();
         }
         let reused = self.conn.is_some();
-        let conn = match &mut self.conn {
-            Some(conn) => conn,
-            None => match connect(&shared.endpoint).await {
-                Ok(conn) => self.conn.insert(conn),
+        if !reused {
+            match connect(&shared.endpoint, deadline) {
+                Ok(stream) => {
+                    self.shared.register(self.id, stream.try_clone().ok());
+                    self.conn = Some(Conn {
+                        stream,
+                        buf: Vec::new(),
+                    });
+                    // An abort that came while connecting did not see this socket.
+                    if shared.signal.aborted() {
+                        self.shared.abort_connections();
+                    }
+                }
                 Err(reason) => {
                     return Outcome::Retry {
                         reason,
@@ -386,52 +438,52 @@ impl Requester {
                         stale: false,
                     }
                 }
-            },
-        };
-        if let Err(e) = conn.sender.ready().await {
-            self.conn = None;
-            return Outcome::Retry {
-                reason: format!("connection closed: {e}"),
-                retry_after: None,
-                stale: reused,
-            };
+            }
         }
-        let request = build_request(&shared.endpoint, payload);
-        let response = match conn.sender.send_request(request).await {
+        let conn = self.conn.as_mut().expect("connected above");
+        self.head.clear();
+        self.head.extend_from_slice(&shared.head);
+        self.head.extend_from_slice(b"Content-Length: ");
+        self.head
+            .extend_from_slice(itoa::Buffer::new().format(payload.wire_bytes).as_bytes());
+        if payload.gzip {
+            self.head.extend_from_slice(b"\r\nContent-Encoding: gzip");
+        }
+        self.head.extend_from_slice(b"\r\n\r\n");
+        let answer =
+            wire::send(&mut conn.stream, &self.head, payload.parts(), deadline).and_then(|()| {
+                wire::read_response(&mut conn.stream, &mut conn.buf, deadline, RESPONSE_BODY_MAX)
+            });
+        let response = match answer {
             Ok(response) => response,
-            Err(e) => {
-                self.conn = None;
-                let stale =
-                    reused && (e.is_incomplete_message() || e.is_canceled() || e.is_closed());
+            Err(error) => {
+                self.drop_conn();
+                let reason = match error {
+                    WireError::TimedOut => timed_out(),
+                    ref other => format!("request failed: {other}"),
+                };
                 return Outcome::Retry {
-                    reason: format!("request failed: {e}"),
+                    reason,
                     retry_after: None,
-                    stale,
+                    stale: reused && error.before_any_answer(),
                 };
             }
         };
-        let status = response.status();
-        let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::SERVICE_UNAVAILABLE
-        {
-            parse_retry_after(response.headers())
-        } else {
-            None
-        };
-        // Read the answer to keep the connection usable and to quote errors.
-        let quote = match Limited::new(response.into_body(), RESPONSE_BODY_MAX)
-            .collect()
-            .await
-        {
-            Ok(body) => quote(&body.to_bytes()),
-            Err(_) => {
-                self.conn = None;
-                String::new()
-            }
-        };
+        if !response.keep_alive {
+            self.drop_conn();
+        }
+        let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let quote = quote(&response.body);
         if status.is_success() {
             Outcome::Delivered
         } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = if status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                response.retry_after
+            } else {
+                None
+            };
             Outcome::Retry {
                 reason: format!("backend answered {status}: {quote}"),
                 retry_after,
@@ -449,49 +501,44 @@ fn settle(stats: &SinkStats, payload: &Payload) {
         .fetch_sub(payload.lines, Ordering::Relaxed);
 }
 
-async fn connect(endpoint: &Endpoint) -> Result<Conn, String> {
-    let stream = match endpoint.ip {
-        Some(ip) => TcpStream::connect((ip, endpoint.port)).await,
-        None => TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await,
+/// The writer was aborted (shutdown deadline, or dropped) with `payload` undelivered.
+fn settle_shutdown(stats: &SinkStats, payload: &Payload) {
+    stats
+        .lines_shutdown
+        .fetch_add(payload.lines, Ordering::Relaxed);
+    settle(stats, payload);
+}
+
+/// Connect before `deadline`: an IP literal directly, a name through the
+/// resolver (every address it gives, in order).
+fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, String> {
+    let target = || format!("{}:{}", endpoint.host, endpoint.port);
+    let addrs: Vec<SocketAddr> = match endpoint.ip {
+        Some(ip) => vec![SocketAddr::new(ip, endpoint.port)],
+        None => (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve {}: {e}", target()))?
+            .collect(),
+    };
+    let mut last = format!("resolve {}: no address", target());
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("connect to {}: timed out", target()));
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(stream) => {
+                // Bodies are written whole; do not let Nagle hold back the tail.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = format!("connect to {}: {e}", target()),
+        }
     }
-    .map_err(|e| format!("connect to {}:{}: {e}", endpoint.host, endpoint.port))?;
-    // Bodies are written whole; do not let Nagle hold back the tail.
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::Builder::new()
-        .writev(true)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("http handshake: {e}"))?;
-    let driver = tokio::spawn(async move {
-        // Its errors surface on the request side.
-        let _ = connection.await;
-    });
-    Ok(Conn { sender, driver })
+    Err(last)
 }
 
-fn build_request(endpoint: &Endpoint, payload: &Payload) -> Request<PayloadBody> {
-    let mut request = Request::new(payload.body());
-    *request.method_mut() = http::Method::POST;
-    *request.uri_mut() = Uri::from(endpoint.path_and_query.clone());
-    let headers = request.headers_mut();
-    headers.clone_from(&endpoint.headers);
-    headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(payload.wire_bytes),
-    );
-    if payload.gzip {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    request
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is not used by InfluxDB and is ignored).
-fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    text.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-fn quote(body: &Bytes) -> String {
+fn quote(body: &[u8]) -> String {
     let end = body.len().min(RESPONSE_QUOTE_MAX);
     String::from_utf8_lossy(&body[..end]).trim().to_owned()
 }
@@ -566,18 +613,5 @@ mod tests {
                 assert!(backoff(initial, max, step) <= cap);
             }
         }
-    }
-
-    #[test]
-    fn retry_after_seconds() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(parse_retry_after(&headers), None);
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static(" 3 "));
-        assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(3)));
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(parse_retry_after(&headers), None);
     }
 }

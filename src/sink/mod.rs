@@ -1,20 +1,23 @@
 //! Sinks: one per `[[sink]]`. Shards offer sealed chunks to a sink's bounded
-//! lock-free queue; the sink's writer thread coalesces them into POST bodies
-//! and delivers them over HTTP/1.1 keep-alive with retries.
+//! lock-free queue; the sink's connection threads coalesce them into POST
+//! bodies and deliver them over HTTP/1.1 keep-alive with retries.
 //!
 //! Shape of one sink:
 //!
 //! ```text
-//! shards ──offer()──► ArrayQueue<Chunk> ──► collector ──► request task 0 (own connection)
-//!   (never block;      (queue_max_batches)   (coalesce     request task 1 …
-//!    full = queue_full)                       into bodies)  (up to `connections`)
+//! shards ──offer()──► ArrayQueue<Chunk> ──► connection thread 0 (own connection)
+//!   (never block;      (queue_max_batches)   connection thread 1 …
+//!    full = queue_full)                      (up to `connections`, named `sink-<name>`)
 //! ```
 //!
-//! The collector and the request tasks run on one current-thread tokio runtime in
-//! the thread `sink-<name>`. The collector hands a body only to an idle request
-//! task; while all are busy (a slow or dead backend) it stops popping, so the
-//! queue fills and the shards drop with `queue_full`: a sink never blocks a shard
-//! or another sink.
+//! The connection threads take turns as the collector (leader/follower): the
+//! one holding the collector lock fills a body from the queue, then lets go
+//! of the lock and sends the body itself, on its own blocking connection,
+//! while an idle sibling collects the next. No hand-off between threads and
+//! no async runtime: a body costs its `writev` and `read`, not scheduler
+//! work. While every thread is busy sending (a slow or dead backend) nobody
+//! pops, so the queue fills and the shards drop with `queue_full`: a sink
+//! never blocks a shard or another sink.
 //!
 //! Architecture invariant: no per-line work here. Chunks carry their line count,
 //! and bodies are lists of the chunks' refcounted `Bytes` (see `body.rs`).
@@ -22,25 +25,25 @@ pub mod body;
 mod client;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use crossbeam_queue::ArrayQueue;
-use tokio::sync::{mpsc, watch, Notify};
 
 use crate::batch::Chunk;
 use crate::config::SinkConfig;
-use body::{BodyBuilder, Payload};
+use body::BodyBuilder;
 use client::{Requester, Shared};
 
-/// How long `SinkWriter::shutdown` waits for the writer thread past the deadline
-/// before leaving it behind.
+/// How long `SinkWriter::shutdown` waits for the connection threads past the
+/// deadline (after aborting them) before leaving them behind.
 const SHUTDOWN_SLACK: Duration = Duration::from_millis(500);
 
-/// Counters of one sink. Written by the sink's own writer thread only; read at scrape time.
+/// Counters of one sink. Written by the sink's own connection threads only; read at scrape time.
 #[derive(Debug, Default)]
 pub struct SinkStats {
     /// HTTP requests attempted (first tries and retries).
@@ -77,8 +80,9 @@ pub struct Sink {
     /// collector: under load that is one cross-thread wake-up per body or
     /// two, not one per chunk.
     wake_at_bytes: AtomicUsize,
-    /// Wakes the collector: one stored permit, so a push is never missed.
-    wake: Notify,
+    /// Wakes the collector (one stored permit, so a push is never missed),
+    /// and tells the connection threads to drain or to stop.
+    signal: Arc<Signal>,
 }
 
 impl Sink {
@@ -98,7 +102,7 @@ impl Sink {
         // while the collector waits for bytes, or offers would start
         // failing. (`>=`, not `==`: concurrent pushes may skip the mark.)
         if (before < wanted && before + bytes >= wanted) || self.queue.len() >= self.half_full() {
-            self.wake.notify_one();
+            self.signal.wake();
         }
         Ok(())
     }
@@ -149,16 +153,137 @@ impl std::fmt::Debug for Sink {
     }
 }
 
-/// The writer thread of a sink. Dropping it without `shutdown` stops the writer at
-/// once (what is queued or in flight is counted as `lines_shutdown`) without joining it.
+/// Wake-ups and stop requests for a sink's connection threads: one mutex, so
+/// no request is missed between a check and a wait. A shard takes it only
+/// when its offer crosses the collector's mark (once or twice per body).
+pub(crate) struct Signal {
+    state: Mutex<SignalState>,
+    /// The collector waits here for a permit.
+    collector: Condvar,
+    /// Threads sleeping before a retry wait here (woken only by an abort).
+    sleepers: Condvar,
+}
+
+#[derive(Default)]
+struct SignalState {
+    /// A stored wake-up for the collector.
+    permit: bool,
+    /// Shutdown began: drain the queue without waiting for `batch_max_age`.
+    stopping: bool,
+    /// Stop now: the deadline passed, or the `SinkWriter` was dropped.
+    aborted: bool,
+}
+
+/// What ended a collector's wait.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Woken,
+    Aged,
+    Stopping,
+    Aborted,
+}
+
+impl Signal {
+    fn new() -> Signal {
+        Signal {
+            state: Mutex::new(SignalState::default()),
+            collector: Condvar::new(),
+            sleepers: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Give the collector a permit (it may be busy; then its next wait returns at once).
+    fn wake(&self) {
+        self.lock().permit = true;
+        self.collector.notify_one();
+    }
+
+    fn stop(&self) {
+        self.lock().stopping = true;
+        self.collector.notify_all();
+    }
+
+    fn abort(&self) {
+        let mut state = self.lock();
+        state.aborted = true;
+        state.stopping = true;
+        drop(state);
+        self.collector.notify_all();
+        self.sleepers.notify_all();
+    }
+
+    pub(crate) fn aborted(&self) -> bool {
+        self.lock().aborted
+    }
+
+    fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    /// Wait for a permit, until `until` (`None`: no age limit), or until
+    /// shutdown begins (reported once: `seen_stopping` says it was).
+    fn wait(&self, until: Option<Instant>, seen_stopping: bool) -> Event {
+        let mut state = self.lock();
+        loop {
+            if state.aborted {
+                return Event::Aborted;
+            }
+            if state.stopping && !seen_stopping {
+                return Event::Stopping;
+            }
+            if std::mem::take(&mut state.permit) {
+                return Event::Woken;
+            }
+            state = match until {
+                None => self
+                    .collector
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Event::Aged;
+                    }
+                    self.collector
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Sleep for `delay`, or until an abort.
+    pub(crate) fn sleep(&self, delay: Duration) {
+        let until = later(Instant::now(), delay);
+        let mut state = self.lock();
+        while !state.aborted {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            state = self
+                .sleepers
+                .wait_timeout(state, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The connection threads of a sink. Dropping it without `shutdown` stops them at
+/// once (what is queued or in flight is counted as `lines_shutdown`) without joining them.
 #[derive(Debug)]
 pub struct SinkWriter {
     sink: Arc<Sink>,
-    /// `Some(deadline)` once shutdown began. Dropping the sender stops the writer at once.
-    stop: watch::Sender<Option<Instant>>,
-    /// Receives one message when the writer thread is about to exit.
+    writer: Arc<Writer>,
+    /// Disconnected once every connection thread has exited (each holds a sender).
     done: std::sync::mpsc::Receiver<()>,
-    thread: std::thread::JoinHandle<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// What a sink did during shutdown.
@@ -173,42 +298,65 @@ pub struct ShutdownReport {
 impl SinkWriter {
     /// Called after every shard has stopped and offered its last chunks: deliver
     /// everything queued or in flight until `deadline`, then give up, counting what
-    /// is left as `lines_shutdown`, and join the thread.
+    /// is left as `lines_shutdown`, and join the threads.
     ///
     /// Returns by `deadline` plus a little slack even if the backend hangs.
-    pub fn shutdown(self, deadline: Instant) -> ShutdownReport {
-        let stats = &self.sink.stats;
+    pub fn shutdown(mut self, deadline: Instant) -> ShutdownReport {
+        let stats = Arc::clone(&self.sink.stats);
         let delivered_before = stats.lines_delivered.load(Ordering::Relaxed);
         let shutdown_before = stats.lines_shutdown.load(Ordering::Relaxed);
-        self.stop.send_replace(Some(deadline));
-        self.sink.wake.notify_one();
+        self.sink.signal.stop();
 
-        let wait = later(deadline, SHUTDOWN_SLACK).saturating_duration_since(Instant::now());
-        match self.done.recv_timeout(wait) {
-            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                if self.thread.join().is_err() {
-                    tracing::error!(sink = %self.sink.name, "sink writer thread panicked");
+        let mut finished = self.wait_until(deadline);
+        if !finished {
+            // The deadline passed: end blocked requests and sleeps; each
+            // thread counts what it holds as `lines_shutdown`.
+            self.writer.abort();
+            finished = self.wait_until(later(Instant::now(), SHUTDOWN_SLACK));
+        }
+        if finished {
+            for thread in self.threads.drain(..) {
+                if thread.join().is_err() {
+                    tracing::error!(sink = %self.sink.name, "sink connection thread panicked");
                     settle_shutdown(&self.sink);
                 }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                // Should not happen: the writer stops itself at the deadline. Leave
-                // it behind rather than hang the process's shutdown.
-                tracing::error!(
-                    sink = %self.sink.name,
-                    "sink writer did not stop by its deadline; abandoning it"
-                );
-                settle_shutdown(&self.sink);
-            }
+        } else {
+            // Should not happen: an aborted thread returns from any call at once.
+            // Leave it behind rather than hang the process's shutdown.
+            tracing::error!(
+                sink = %self.sink.name,
+                "sink threads did not stop by their deadline; abandoning them"
+            );
+            self.threads.clear();
+            settle_shutdown(&self.sink);
         }
         ShutdownReport {
             lines_delivered: stats.lines_delivered.load(Ordering::Relaxed) - delivered_before,
             lines_undelivered: stats.lines_shutdown.load(Ordering::Relaxed) - shutdown_before,
         }
     }
+
+    /// Whether every connection thread exited by `until`.
+    fn wait_until(&self, until: Instant) -> bool {
+        let wait = until.saturating_duration_since(Instant::now());
+        matches!(
+            self.done.recv_timeout(wait),
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        )
+    }
 }
 
-/// Start a sink's writer thread.
+impl Drop for SinkWriter {
+    fn drop(&mut self) {
+        // After `shutdown` the threads are gone and this changes nothing.
+        if !self.threads.is_empty() {
+            self.writer.abort();
+        }
+    }
+}
+
+/// Start a sink's connection threads.
 pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
     let name = &cfg.name;
     anyhow::ensure!(
@@ -229,47 +377,56 @@ pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
         endpoint.headers.insert(http::header::AUTHORIZATION, auth);
     }
 
+    let signal = Arc::new(Signal::new());
     let sink = Arc::new(Sink {
         name: name.clone(),
         stats: Arc::new(SinkStats::default()),
         queue: ArrayQueue::new(cfg.queue_max_batches),
         queued_bytes: AtomicUsize::new(0),
         wake_at_bytes: AtomicUsize::new(1),
-        wake: Notify::new(),
+        signal: Arc::clone(&signal),
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .with_context(|| format!("sink {name:?}: tokio runtime"))?;
-    let (stop_tx, stop_rx) = watch::channel(None);
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let writer = Writer {
+    let shared = Arc::new(Shared::new(cfg, endpoint, Arc::clone(&sink.stats), signal));
+    let writer = Arc::new(Writer {
         sink: Arc::clone(&sink),
-        shared: Arc::new(Shared::new(cfg, endpoint, Arc::clone(&sink.stats))),
+        shared,
         batch_max_size: cfg.batch_max_size,
         batch_max_age: cfg.batch_max_age,
-        connections: cfg.connections,
         gzip: cfg.gzip,
-    };
-    let (nice, sink_name) = (cfg.nice, name.clone());
-    let thread = std::thread::Builder::new()
-        .name(format!("sink-{name}"))
-        .spawn(move || {
-            set_thread_nice(&sink_name, nice);
-            writer.run(runtime, stop_rx);
-            let _ = done_tx.send(());
-        })
-        .with_context(|| format!("sink {name:?}: spawn writer thread"))?;
+        collector: Mutex::new(Collector::default()),
+        threads_left: AtomicUsize::new(cfg.connections),
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(cfg.connections);
+    for id in 0..cfg.connections {
+        let (writer_ref, done, nice, sink_name) =
+            (Arc::clone(&writer), done_tx.clone(), cfg.nice, name.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("sink-{name}"))
+            .spawn(move || {
+                set_thread_nice(&sink_name, nice);
+                writer_ref.run(id);
+                drop(done);
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                // Stop the ones already running; their `done` senders go with them.
+                writer.abort();
+                return Err(e).with_context(|| format!("sink {name:?}: spawn connection thread"));
+            }
+        }
+    }
     let handle = SinkWriter {
         sink: Arc::clone(&sink),
-        stop: stop_tx,
+        writer,
         done: done_rx,
-        thread,
+        threads,
     };
     Ok((sink, handle))
 }
 
-/// Give the calling thread niceness `nice` (threads it starts inherit it).
+/// Give the calling thread niceness `nice`.
 /// A failure (a negative value without CAP_SYS_NICE) is logged, not fatal.
 fn set_thread_nice(sink: &str, nice: i32) {
     // SAFETY: gettid and setpriority take plain integers and touch no memory
@@ -283,7 +440,7 @@ fn set_thread_nice(sink: &str, nice: i32) {
             sink,
             nice,
             error = %std::io::Error::last_os_error(),
-            "could not set the writer thread's niceness; it runs at the default"
+            "could not set the connection thread's niceness; it runs at the default"
         );
     }
 }
@@ -296,69 +453,92 @@ fn settle_shutdown(sink: &Sink) -> u64 {
     lines
 }
 
-/// The writer thread's state.
+/// What a sink's connection threads share.
 struct Writer {
     sink: Arc<Sink>,
     shared: Arc<Shared>,
     batch_max_size: usize,
     batch_max_age: Duration,
-    connections: usize,
     gzip: u32,
+    /// The collector role: whoever holds this lock fills the next body.
+    collector: Mutex<Collector>,
+    /// Connection threads still running; the last one out empties the queue.
+    threads_left: AtomicUsize,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("sink", &self.sink.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the next body came to.
+enum Next {
+    Body(BodyBuilder),
+    /// Shutdown drained the queue: nothing more to send.
+    Drained,
+    /// Aborted; what the collector held is already counted as `lines_shutdown`.
+    Aborted,
 }
 
 impl Writer {
-    fn run(self, runtime: tokio::runtime::Runtime, stop: watch::Receiver<Option<Instant>>) {
-        let sink = Arc::clone(&self.sink);
-        let finished = runtime.block_on(async {
-            tokio::select! {
-                () = self.work(stop.clone()) => true,
-                () = deadline(stop) => false,
-            }
-        });
-        // Cancels the request tasks still running at the deadline, and their
-        // connections, without waiting for them.
-        runtime.shutdown_background();
-        let left = settle_shutdown(&sink);
-        if !finished || left > 0 {
-            tracing::warn!(
-                sink = %sink.name,
-                lines = left,
-                "shutdown deadline passed with lines undelivered"
-            );
-        }
+    fn abort(&self) {
+        self.sink.signal.abort();
+        self.shared.abort_connections();
     }
 
-    /// Collect and deliver until shutdown has drained the queue and every body is settled.
-    async fn work(&self, mut stop: watch::Receiver<Option<Instant>>) {
-        let mut pool = Pool::start(&self.shared, self.connections);
-        let mut collector = Collector {
-            stopping: false,
-            carry: None,
-        };
+    /// A connection thread: collect a body (when it is this thread's turn),
+    /// send it, repeat; until shutdown has drained the queue, or an abort.
+    fn run(&self, id: usize) {
+        let mut requester = Requester::new(Arc::clone(&self.shared), id);
         loop {
-            let body = self.next_body(&mut collector, &mut stop).await;
-            if !body.is_empty() {
-                pool.dispatch(body.seal(self.gzip)).await;
-            } else if collector.stopping && collector.carry.is_none() {
-                break;
+            let next = {
+                let mut collector = self.collector.lock().unwrap_or_else(|e| e.into_inner());
+                self.next_body(&mut collector)
+            };
+            match next {
+                // Sealed (and gzipped) after letting go of the collector role,
+                // so a sibling can collect meanwhile.
+                Next::Body(body) => requester.deliver(body.seal(self.gzip)),
+                Next::Drained | Next::Aborted => break,
             }
         }
-        pool.finish().await;
+        if self.threads_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last thread out: after an abort the queue may still hold chunks.
+            let left = settle_shutdown(&self.sink);
+            if left > 0 {
+                tracing::warn!(
+                    sink = %self.sink.name,
+                    lines = left,
+                    "shutdown deadline passed with lines undelivered"
+                );
+            }
+        }
     }
 
     /// Fill one body: until it is full, `batch_max_age` has passed since its first
-    /// chunk, or (when stopping) the queue is empty. Empty only when stopping.
-    async fn next_body(
-        &self,
-        collector: &mut Collector,
-        stop: &mut watch::Receiver<Option<Instant>>,
-    ) -> BodyBuilder {
+    /// chunk, or (when stopping) the queue is empty.
+    fn next_body(&self, collector: &mut Collector) -> Next {
         let stats = &self.sink.stats;
+        let signal = &self.sink.signal;
         let mut body = BodyBuilder::default();
         // `batch_max_age` ran out: take what is queued (chunks that did not
         // wake the collector) and send.
         let mut aged = false;
         loop {
+            if signal.aborted() {
+                // Count what this thread holds; the queue is the last thread's.
+                let mut lines = body.lines();
+                if let Some(carry) = collector.carry.take() {
+                    lines += u64::from(carry.lines);
+                }
+                stats.lines_shutdown.fetch_add(lines, Ordering::Relaxed);
+                stats.lines_in_flight.fetch_sub(lines, Ordering::Relaxed);
+                return Next::Aborted;
+            }
+            collector.stopping = collector.stopping || signal.stopping();
             let chunk = match collector.carry.take() {
                 Some(chunk) => chunk,
                 None => match self.sink.pop() {
@@ -368,7 +548,10 @@ impl Writer {
                             .fetch_add(u64::from(chunk.lines), Ordering::Relaxed);
                         chunk
                     }
-                    None if collector.stopping || aged => return body,
+                    None if (collector.stopping || aged) && !body.is_empty() => {
+                        return Next::Body(body)
+                    }
+                    None if collector.stopping => return Next::Drained,
                     None => {
                         // Sleep until a chunk starts the body, or until the
                         // queue holds what fills it (or its age runs out).
@@ -384,10 +567,11 @@ impl Writer {
                             continue;
                         }
                         let age_deadline = body.first_at().map(|t| later(t, self.batch_max_age));
-                        tokio::select! {
-                            () = self.sink.wake.notified() => {}
-                            () = sleep_until(age_deadline) => aged = true,
-                            _ = stop.changed(), if !collector.stopping => collector.stopping = true,
+                        match signal.wait(age_deadline, collector.stopping) {
+                            Event::Woken => {}
+                            Event::Aged => aged = true,
+                            Event::Stopping => collector.stopping = true,
+                            Event::Aborted => {}
                         }
                         continue;
                     }
@@ -403,11 +587,11 @@ impl Writer {
             }
             if !body.fits(&chunk, self.batch_max_size) {
                 collector.carry = Some(chunk);
-                return body;
+                return Next::Body(body);
             }
             body.push(chunk);
             if body.is_full(self.batch_max_size) {
-                return body;
+                return Next::Body(body);
             }
             // Past its age: still take what is already queued, then send.
             aged = aged
@@ -418,7 +602,8 @@ impl Writer {
     }
 }
 
-/// The collector's state between bodies.
+/// The collector's state between bodies (kept under the collector lock).
+#[derive(Default)]
 struct Collector {
     /// Shutdown began: drain the queue without waiting for `batch_max_age`.
     stopping: bool,
@@ -430,94 +615,4 @@ struct Collector {
 fn later(at: Instant, delay: Duration) -> Instant {
     const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
     at.checked_add(delay.min(YEAR)).unwrap_or(at)
-}
-
-/// Sleep until `at`, or forever when there is nothing to wait for.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes at the shutdown deadline (at once if the `SinkWriter` was dropped).
-async fn deadline(mut stop: watch::Receiver<Option<Instant>>) {
-    let at = loop {
-        if let Some(at) = *stop.borrow_and_update() {
-            break at;
-        }
-        if stop.changed().await.is_err() {
-            break Instant::now();
-        }
-    };
-    tokio::time::sleep_until(at.into()).await;
-}
-
-/// The request tasks. Each owns one keep-alive connection and takes one body at a time.
-struct Pool {
-    /// Ids of request tasks waiting for a body.
-    idle: mpsc::Receiver<usize>,
-    inboxes: Vec<mpsc::Sender<Payload>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    shared: Arc<Shared>,
-}
-
-impl Pool {
-    fn start(shared: &Arc<Shared>, connections: usize) -> Pool {
-        let (idle_tx, idle) = mpsc::channel(connections);
-        let mut inboxes = Vec::with_capacity(connections);
-        let mut tasks = Vec::with_capacity(connections);
-        for id in 0..connections {
-            let (inbox_tx, mut inbox) = mpsc::channel::<Payload>(1);
-            let idle_tx = idle_tx.clone();
-            let mut requester = Requester::new(Arc::clone(shared));
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    // Capacity is `connections` and each task holds at most one
-                    // token in the channel, so this never waits.
-                    if idle_tx.send(id).await.is_err() {
-                        return;
-                    }
-                    let Some(payload) = inbox.recv().await else {
-                        return;
-                    };
-                    requester.deliver(payload).await;
-                }
-            }));
-            inboxes.push(inbox_tx);
-        }
-        Pool {
-            idle,
-            inboxes,
-            tasks,
-            shared: Arc::clone(shared),
-        }
-    }
-
-    /// Hand `payload` to an idle request task, waiting for one to become idle.
-    async fn dispatch(&mut self, payload: Payload) {
-        let sent = match self.idle.recv().await {
-            Some(id) => self.inboxes[id].send(payload).await.map_err(|e| e.0),
-            None => Err(payload),
-        };
-        if let Err(payload) = sent {
-            // Only if a request task died, which would be a bug.
-            let stats = &self.shared.stats;
-            stats
-                .lines_gave_up
-                .fetch_add(payload.lines, Ordering::Relaxed);
-            stats
-                .lines_in_flight
-                .fetch_sub(payload.lines, Ordering::Relaxed);
-            tracing::error!(sink = %self.shared.name, "no request task left; body dropped");
-        }
-    }
-
-    /// Let every request task finish its body, then end them.
-    async fn finish(self) {
-        drop(self.inboxes);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-    }
 }

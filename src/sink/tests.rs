@@ -760,7 +760,7 @@ fn ipv6_loopback() {
 fn writer_thread_is_named() {
     let server = Server::local(Vec::new(), ok());
     let (_sink, writer) = start(&config("named", server.url())).unwrap();
-    assert_eq!(writer.thread.thread().name(), Some("sink-named"));
+    assert_eq!(writer.threads[0].thread().name(), Some("sink-named"));
     writer.shutdown(soon(1));
 }
 
@@ -777,13 +777,15 @@ fn busy_connections_stop_the_collector_popping() {
     for i in 0..12 {
         sink.offer(chunk(i, 1, 80)).unwrap();
     }
-    // Three bodies in flight; the collector holds a fourth body and the chunk that
-    // did not fit it; the rest stay queued.
+    // Three bodies in flight, one per connection thread, and the chunk that
+    // did not fit the third (kept for the next body); with every thread busy
+    // nobody collects, so the rest stay queued.
     assert!(wait_for(Duration::from_secs(2), || server.requests() == 3));
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(server.with(|s| s.connections), 3);
-    assert_eq!(sink.queue_len(), 12 - 5);
-    assert_eq!(load(&sink.stats.lines_in_flight), 5);
+    assert_eq!(server.requests(), 3);
+    assert_eq!(sink.queue_len(), 12 - 4);
+    assert_eq!(load(&sink.stats.lines_in_flight), 4);
     let report = writer.shutdown(Instant::now() + Duration::from_millis(100));
     assert_eq!(report.lines_undelivered, 12);
     assert_eq!(sink.queue_len(), 0);
