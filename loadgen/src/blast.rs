@@ -118,27 +118,41 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
     if cfg.payload == 0 || cfg.payload > 65000 {
         bail!("--payload must be 1..=65000");
     }
-    let threads = cfg.threads.max(1);
+    let mut threads = cfg.threads.max(1);
     // Prepare all datagrams before the clock starts.
     let mut pools = Vec::with_capacity(threads);
-    for t in 0..threads {
-        let per = (4 << 20) / cfg.payload;
-        let mut count = per.clamp(16, 1024).max(cfg.batch);
-        if let Some(l) = cfg.lines {
-            // No point building more datagrams than lines.
-            count = count.min((l as usize).max(1)).max(1);
+    if let Some(path) = &cfg.corpus {
+        // A corpus is sent whole and in order, each line once per pass: packed
+        // once, its datagrams split into one contiguous share per thread, which
+        // each thread cycles through (one thread replays the file exactly).
+        let pass = LineSource::corpus(path)?
+            .build_pass(cfg.payload)
+            .expect("a corpus");
+        threads = threads.min(pass.len());
+        let per = pass.len().div_ceil(threads);
+        let mut rest = pass.into_iter();
+        for _ in 0..threads {
+            pools.push(rest.by_ref().take(per).collect::<Vec<_>>());
         }
-        let mut src = match &cfg.corpus {
-            Some(p) => LineSource::corpus(p)?,
-            None => LineSource::Synth(Synth::new(
+        pools.retain(|p| !p.is_empty());
+        threads = pools.len();
+    } else {
+        for t in 0..threads {
+            let per = (4 << 20) / cfg.payload;
+            let mut count = per.clamp(16, 1024).max(cfg.batch);
+            if let Some(l) = cfg.lines {
+                // No point building more datagrams than lines.
+                count = count.min((l as usize).max(1)).max(1);
+            }
+            let mut src = LineSource::Synth(Synth::new(
                 cfg.measurements,
                 cfg.series,
                 cfg.fields,
                 cfg.precision,
                 0x9e37_79b9 + t as u64,
-            )),
-        };
-        pools.push(src.build(count, cfg.payload, t * 7919));
+            ));
+            pools.push(src.build(count, cfg.payload, t * 7919));
+        }
     }
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -191,7 +205,7 @@ fn make_socket(target: &SocketAddr) -> Result<Socket> {
 
 fn sender(
     t: usize,
-    _threads: usize,
+    threads: usize,
     cfg: BlastConfig,
     mut pool: Vec<Datagram>,
     p: Arc<Progress>,
@@ -208,14 +222,20 @@ fn sender(
         }
         socks.push(v);
     }
-    let threads = cfg.threads.max(1) as f64;
-    let rate = cfg.rate.scaled(1.0 / threads);
+    // Each thread sends its share of the rate.
+    let rate = cfg.rate.scaled(1.0 / threads.max(1) as f64);
     let batch = cfg.batch.clamp(1, pool.len().max(1));
     let deadline = cfg.duration.map(|d| start + d);
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(batch);
     // SAFETY: mmsghdr is a plain C struct; all-zero is a valid (empty) value.
     let mut msgs: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
-    let mut cursor = t % pool.len();
+    // A corpus share is sent from its start, in order; synthetic pools are
+    // entered at different points per thread.
+    let mut cursor = if cfg.corpus.is_some() {
+        0
+    } else {
+        t % pool.len()
+    };
     let mut round = t;
     let mut next = Instant::now();
     let mut ts_digits = vec![b'0'; cfg.precision.width()];

@@ -278,11 +278,30 @@ impl LineSource {
     /// Builds `count` datagrams, each packed with whole lines up to `payload` bytes
     /// (at least one line, even if it alone is longer).
     pub fn build(&mut self, count: usize, payload: usize, k0: usize) -> Vec<Datagram> {
-        let mut out = Vec::with_capacity(count);
+        self.pack(count, usize::MAX, payload, k0)
+    }
+
+    /// A corpus packed once, in order: every line of the file in exactly one
+    /// datagram. `None` for the synthetic generator.
+    pub fn build_pass(&mut self, payload: usize) -> Option<Vec<Datagram>> {
+        match self {
+            LineSource::Corpus { lines, next } => {
+                let n = lines.len();
+                *next = 0;
+                Some(self.pack(usize::MAX, n, payload, 0))
+            }
+            LineSource::Synth(_) => None,
+        }
+    }
+
+    /// Up to `count` datagrams holding up to `max_lines` lines in all.
+    fn pack(&mut self, count: usize, max_lines: usize, payload: usize, k0: usize) -> Vec<Datagram> {
+        let mut out = Vec::with_capacity(count.min(1 << 16));
         let mut k = k0;
+        let mut taken = 0usize;
         let mut line = Vec::with_capacity(256);
         let mut pending: Option<(Vec<u8>, u32, u32)> = None;
-        while out.len() < count {
+        while out.len() < count && (taken < max_lines || pending.is_some()) {
             let mut d = Datagram {
                 buf: Vec::with_capacity(payload),
                 lines: Vec::new(),
@@ -290,10 +309,12 @@ impl LineSource {
             loop {
                 let (l, so, to) = match pending.take() {
                     Some(p) => p,
+                    None if taken == max_lines => break,
                     None => {
                         line.clear();
                         let (so, to) = self.push_line(k, &mut line);
                         k += 1;
+                        taken += 1;
                         (line.clone(), so, to)
                     }
                 };
@@ -341,5 +362,20 @@ mod tests {
         );
         let second = s.lines().nth(1).unwrap();
         assert!(second.contains("seq=000000000124i"));
+    }
+
+    #[test]
+    fn a_corpus_pass_holds_every_line_once_in_order() {
+        let path = std::env::temp_dir().join(format!("sluice-corpus-{}.lp", std::process::id()));
+        let text: String = (0..100_000).map(|i| format!("m,k=v{i} f={i}i\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let mut src = LineSource::corpus(path.to_str().unwrap()).unwrap();
+        let pass = src.build_pass(1400).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let sent: Vec<u8> = pass.iter().flat_map(|d| d.buf.iter().copied()).collect();
+        assert_eq!(String::from_utf8(sent).unwrap(), text);
+        assert_eq!(pass.iter().map(|d| d.lines.len()).sum::<usize>(), 100_000);
+        assert!(pass.iter().all(|d| d.buf.len() <= 1400));
+        assert!(pass.len() > 1024, "more than the synthetic pool's cap");
     }
 }

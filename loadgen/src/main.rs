@@ -66,7 +66,10 @@ struct BlastArgs {
     /// `1GiB/s`, `200MB/s`, `500k lines/s`, `0` = as fast as possible.
     #[arg(long, default_value = "0")]
     rate: String,
-    /// Send lines from this file instead of the synthetic generator (no seq patching).
+    /// Send lines from this file instead of the synthetic generator (no seq
+    /// patching): the whole file, in order, each line once per pass (with
+    /// several threads, each cycles through its own contiguous share;
+    /// `--threads 1 --lines <lines in the file>` replays it exactly once).
     #[arg(long)]
     corpus: Option<String>,
     /// Datagrams per sendmmsg call.
