@@ -114,7 +114,7 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
     let port = addr.port();
     let admin_t = {
         let (m, stop) = (metrics.clone(), stop.clone());
-        std::thread::spawn(move || admin_loop(admin, m, stop, port))
+        named("bl-admin", move || admin_loop(admin, m, stop, port))?
     };
     // Writer threads per sink, fed by a bounded channel of shared buffers.
     let mut txs: Vec<SyncSender<Arc<Batch>>> = Vec::new();
@@ -125,13 +125,13 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
         txs.push(tx);
         for _ in 0..cfg.connections.max(1) {
             let (rx, m, u) = (rx.clone(), metrics.clone(), u.clone());
-            writers.push(std::thread::spawn(move || writer(i, u, rx, m)));
+            writers.push(named(&format!("bl-writer-{i}"), move || writer(i, u, rx, m))?);
         }
     }
     let mut receivers = Vec::new();
-    for s in socks {
+    for (r, s) in socks.into_iter().enumerate() {
         let (txs, m, stop, c) = (txs.clone(), metrics.clone(), stop.clone(), cfg.clone());
-        receivers.push(std::thread::spawn(move || receiver(s, txs, m, stop, c)));
+        receivers.push(named(&format!("bl-recv-{r}"), move || receiver(s, txs, m, stop, c))?);
     }
     drop(txs);
     println!("listening udp={addr} admin={admin_addr}");
@@ -240,6 +240,18 @@ fn receiver(
             return;
         }
     }
+}
+
+/// Spawn a thread with a name, so per-thread CPU (`/proc/PID/task/*/comm`)
+/// tells receivers from writers.
+fn named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .with_context(|| format!("spawn thread {name}"))
 }
 
 fn writer(i: usize, url: http::Url, rx: Arc<Mutex<Receiver<Arc<Batch>>>>, m: Arc<Metrics>) {
