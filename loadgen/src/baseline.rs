@@ -125,13 +125,17 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
         txs.push(tx);
         for _ in 0..cfg.connections.max(1) {
             let (rx, m, u) = (rx.clone(), metrics.clone(), u.clone());
-            writers.push(named(&format!("bl-writer-{i}"), move || writer(i, u, rx, m))?);
+            writers.push(named(&format!("bl-writer-{i}"), move || {
+                writer(i, u, rx, m)
+            })?);
         }
     }
     let mut receivers = Vec::new();
     for (r, s) in socks.into_iter().enumerate() {
         let (txs, m, stop, c) = (txs.clone(), metrics.clone(), stop.clone(), cfg.clone());
-        receivers.push(named(&format!("bl-recv-{r}"), move || receiver(s, txs, m, stop, c))?);
+        receivers.push(named(&format!("bl-recv-{r}"), move || {
+            receiver(s, txs, m, stop, c)
+        })?);
     }
     drop(txs);
     println!("listening udp={addr} admin={admin_addr}");

@@ -151,7 +151,8 @@ struct VerifyArgs {
     /// Test the baseline relay instead of sluice.
     #[arg(long)]
     baseline: bool,
-    /// Run the same load against the baseline first, then sluice, and print ratios.
+    /// Run the same load against the baseline first, then sluice, and print
+    /// ratios (with --find-max: search both, and compare the best passing runs).
     #[arg(long)]
     compare_baseline: bool,
     #[arg(long, default_value = "50MB/s")]
@@ -432,24 +433,64 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         bail!("--repeat does not apply to --find-max (each search already runs several trials)");
     }
     if a.find_max {
-        let (fm, best) = verify::find_max(&cfg, &sut, cfg.rate, a.find_steps)?;
-        match &best {
-            Some(b) => {
-                verify::print_result(b);
+        // With --compare-baseline, the baseline is searched first, the same way.
+        let suts: Vec<(&str, &verify::Sut)> = if a.compare_baseline {
+            vec![("baseline", &verify::Sut::Baseline), ("sluice", &sluice)]
+        } else {
+            vec![("", &sut)]
+        };
+        let mut bests = Vec::new();
+        for (name, s) in suts {
+            if !name.is_empty() {
+                println!("== find-max: {name} ==");
+            }
+            let (fm, best) = verify::find_max(&cfg, s, cfg.rate, a.find_steps)?;
+            match &best {
+                Some(b) => {
+                    verify::print_result(b);
+                    println!(
+                        "find-max: highest passing rate {} (achieved {}/s){}",
+                        fm.best_rate.as_deref().unwrap_or("-"),
+                        util::fmt_bytes(fm.best_bytes_per_s),
+                        if fm.sender_limited {
+                            "; sender-limited: the SUT kept up with all the sender could do"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                None => {
+                    println!("find-max: no rate passed");
+                    ok = false;
+                }
+            }
+            let suffix = if name == "baseline" { "_baseline" } else { "" };
+            json.insert(format!("find_max{suffix}"), serde_json::to_value(&fm)?);
+            json.insert(format!("best{suffix}"), serde_json::to_value(&best)?);
+            bests.push((fm, best));
+        }
+        if let [(fb, Some(b)), (fs, Some(s))] = &bests[..] {
+            let (lines_ratio, cpu_ratio) = ratios(b, s);
+            println!("== find-max: sluice vs baseline (best passing runs) ==");
+            println!("  lines/s ratio (sluice / baseline): {lines_ratio:.3}");
+            println!("  cpu-s/GiB ratio (sluice / baseline): {cpu_ratio:.3}");
+            if fb.sender_limited || fs.sender_limited {
                 println!(
-                    "find-max: highest passing rate {} (achieved {}/s)",
-                    fm.best_rate.as_deref().unwrap_or("-"),
-                    util::fmt_bytes(fm.best_bytes_per_s)
+                    "  note: sender-limited ({}); the lines ratio compares what the \
+                     sender reached beside each, not either one's ceiling",
+                    match (fb.sender_limited, fs.sender_limited) {
+                        (true, true) => "both searches",
+                        (true, false) => "the baseline's search",
+                        _ => "sluice's search",
+                    }
                 );
             }
-            None => {
-                println!("find-max: no rate passed");
-                ok = false;
-            }
+            json.insert(
+                "ratios".into(),
+                serde_json::json!({"lines_per_s": lines_ratio, "cpu_s_per_gib": cpu_ratio}),
+            );
         }
-        json.insert("find_max".into(), serde_json::to_value(&fm)?);
-        json.insert("best".into(), serde_json::to_value(&best)?);
-        plot_run = best;
+        plot_run = bests.pop().and_then(|(_, best)| best);
     } else if a.repeat > 1 {
         let (passed, last) = repeated(
             &cfg,

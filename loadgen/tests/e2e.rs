@@ -244,3 +244,58 @@ fn verify_repeat_reports_medians_of_every_run() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repeat"));
 }
+
+/// The `sluice` binary built beside this one (`cargo test --workspace` builds both).
+fn sibling_sluice() -> Option<std::path::PathBuf> {
+    let me = std::path::Path::new(env!("CARGO_BIN_EXE_sluice-loadgen"));
+    let path = me.with_file_name("sluice");
+    path.exists().then_some(path)
+}
+
+#[test]
+fn verify_find_max_compare_baseline_searches_both() {
+    let Some(sluice) = sibling_sluice() else {
+        // Only under `cargo test -p sluice-loadgen` alone; the README's
+        // `cargo test --workspace` builds sluice too.
+        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this test");
+        return;
+    };
+    let (stdout, v) = verify_json(
+        "findmax",
+        &[
+            "--find-max",
+            "--compare-baseline",
+            "--sluice",
+            sluice.to_str().unwrap(),
+            "--rate",
+            "2MB/s",
+            "--duration",
+            "1s",
+            "--find-steps",
+            "2",
+            "--baseline-threads",
+            "2",
+        ],
+    );
+    assert!(stdout.contains("== find-max: baseline =="), "{stdout}");
+    assert!(stdout.contains("== find-max: sluice =="), "{stdout}");
+    assert!(
+        stdout.contains("sluice vs baseline (best passing runs)"),
+        "{stdout}"
+    );
+    for key in ["find_max_baseline", "find_max"] {
+        let trials = v[key]["trials"].as_array().unwrap();
+        assert_eq!(
+            trials.len(),
+            2,
+            "{key}: two steps, both passing at these rates"
+        );
+        assert!(v[key]["best_rate"].is_string(), "{key}");
+    }
+    for key in ["best_baseline", "best"] {
+        assert_eq!(v[key]["pass"].as_bool(), Some(true), "{key}");
+    }
+    let lines_ratio = v["ratios"]["lines_per_s"].as_f64().unwrap();
+    assert!(lines_ratio > 0.5 && lines_ratio < 2.0, "{lines_ratio}");
+    assert!(v["ratios"]["cpu_s_per_gib"].as_f64().unwrap() > 0.0);
+}

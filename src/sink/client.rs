@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{StatusCode, Uri};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::body::Payload;
 use super::wire::{self, WireError};
@@ -236,8 +237,9 @@ pub(crate) struct Shared {
     /// its `Content-Length` (and `Content-Encoding`) and the blank line.
     head: Vec<u8>,
     /// A handle on each connection thread's socket (a second descriptor of the
-    /// same socket), so that `abort` can end blocked calls at the shutdown deadline.
-    sockets: Mutex<Vec<Option<TcpStream>>>,
+    /// same socket, registered before it connects), so that an abort ends
+    /// blocked calls, a hanging connect included, at the shutdown deadline.
+    sockets: Mutex<Vec<Option<Socket>>>,
 }
 
 impl Shared {
@@ -277,7 +279,7 @@ impl Shared {
         }
     }
 
-    fn register(&self, id: usize, socket: Option<TcpStream>) {
+    fn register(&self, id: usize, socket: Option<Socket>) {
         let mut sockets = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
         sockets[id] = socket;
     }
@@ -321,7 +323,7 @@ impl Requester {
         loop {
             if shared.signal.aborted() {
                 self.drop_conn();
-                settle_shutdown(stats, &payload);
+                settle_shutdown(&shared.signal, stats, &payload);
                 return;
             }
             if attempts > 0 {
@@ -419,17 +421,12 @@ impl Requester {
         }
         let reused = self.conn.is_some();
         if !reused {
-            match connect(&shared.endpoint, deadline) {
+            match connect(&shared, self.id, deadline) {
                 Ok(stream) => {
-                    self.shared.register(self.id, stream.try_clone().ok());
                     self.conn = Some(Conn {
                         stream,
                         buf: Vec::new(),
                     });
-                    // An abort that came while connecting did not see this socket.
-                    if shared.signal.aborted() {
-                        self.shared.abort_connections();
-                    }
                 }
                 Err(reason) => {
                     return Outcome::Retry {
@@ -495,6 +492,13 @@ impl Requester {
     }
 }
 
+impl Drop for Requester {
+    fn drop(&mut self) {
+        // Also closes the registered second descriptor, so the socket closes now.
+        self.drop_conn();
+    }
+}
+
 fn settle(stats: &SinkStats, payload: &Payload) {
     stats
         .lines_in_flight
@@ -502,16 +506,20 @@ fn settle(stats: &SinkStats, payload: &Payload) {
 }
 
 /// The writer was aborted (shutdown deadline, or dropped) with `payload` undelivered.
-fn settle_shutdown(stats: &SinkStats, payload: &Payload) {
-    stats
-        .lines_shutdown
-        .fetch_add(payload.lines, Ordering::Relaxed);
-    settle(stats, payload);
+fn settle_shutdown(signal: &Signal, stats: &SinkStats, payload: &Payload) {
+    signal.account_abort(|| {
+        stats
+            .lines_shutdown
+            .fetch_add(payload.lines, Ordering::Relaxed);
+        settle(stats, payload);
+    });
 }
 
 /// Connect before `deadline`: an IP literal directly, a name through the
-/// resolver (every address it gives, in order).
-fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, String> {
+/// resolver (every address it gives, in order). Each socket is registered in
+/// slot `id` before it connects, so an abort ends a connect that hangs.
+fn connect(shared: &Shared, id: usize, deadline: Instant) -> Result<TcpStream, String> {
+    let endpoint = &shared.endpoint;
     let target = || format!("{}:{}", endpoint.host, endpoint.port);
     let addrs: Vec<SocketAddr> = match endpoint.ip {
         Some(ip) => vec![SocketAddr::new(ip, endpoint.port)],
@@ -526,13 +534,24 @@ fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, String> 
         if left.is_zero() {
             return Err(format!("connect to {}: timed out", target()));
         }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(stream) => {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| format!("socket for {}: {e}", target()))?;
+        shared.register(id, socket.try_clone().ok());
+        // An abort that came before the registration did not see this socket.
+        if shared.signal.aborted() {
+            shared.register(id, None);
+            return Err("aborted".to_owned());
+        }
+        match socket.connect_timeout(&addr.into(), left) {
+            Ok(()) => {
                 // Bodies are written whole; do not let Nagle hold back the tail.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
+                let _ = socket.set_nodelay(true);
+                return Ok(socket.into());
             }
-            Err(e) => last = format!("connect to {}: {e}", target()),
+            Err(e) => {
+                shared.register(id, None);
+                last = format!("connect to {}: {e}", target());
+            }
         }
     }
     Err(last)

@@ -172,6 +172,9 @@ struct SignalState {
     stopping: bool,
     /// Stop now: the deadline passed, or the `SinkWriter` was dropped.
     aborted: bool,
+    /// `SinkWriter::shutdown` gave up waiting for the threads and counted
+    /// everything left itself: the threads must not count it again.
+    abandoned: bool,
 }
 
 /// What ended a collector's wait.
@@ -220,8 +223,27 @@ impl Signal {
         self.lock().aborted
     }
 
-    fn stopping(&self) -> bool {
-        self.lock().stopping
+    /// `(aborted, stopping)`, under one lock.
+    fn flags(&self) -> (bool, bool) {
+        let state = self.lock();
+        (state.aborted, state.stopping)
+    }
+
+    /// Count what an aborted thread holds, unless the threads were abandoned
+    /// (then `abandon` has counted it already). Under the lock, so the two
+    /// never both count the same lines.
+    pub(crate) fn account_abort(&self, account: impl FnOnce()) {
+        let state = self.lock();
+        if !state.abandoned {
+            account();
+        }
+    }
+
+    /// Take over the threads' accounting (they are past their deadline).
+    fn abandon(&self, settle: impl FnOnce()) {
+        let mut state = self.lock();
+        state.abandoned = true;
+        settle();
     }
 
     /// Wait for a permit, until `until` (`None`: no age limit), or until
@@ -318,7 +340,9 @@ impl SinkWriter {
             for thread in self.threads.drain(..) {
                 if thread.join().is_err() {
                     tracing::error!(sink = %self.sink.name, "sink connection thread panicked");
-                    settle_shutdown(&self.sink);
+                    self.sink.signal.abandon(|| {
+                        settle_shutdown(&self.sink);
+                    });
                 }
             }
         } else {
@@ -329,7 +353,9 @@ impl SinkWriter {
                 "sink threads did not stop by their deadline; abandoning them"
             );
             self.threads.clear();
-            settle_shutdown(&self.sink);
+            self.sink.signal.abandon(|| {
+                settle_shutdown(&self.sink);
+            });
         }
         ShutdownReport {
             lines_delivered: stats.lines_delivered.load(Ordering::Relaxed) - delivered_before,
@@ -507,7 +533,10 @@ impl Writer {
         }
         if self.threads_left.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The last thread out: after an abort the queue may still hold chunks.
-            let left = settle_shutdown(&self.sink);
+            let mut left = 0;
+            self.sink
+                .signal
+                .account_abort(|| left = settle_shutdown(&self.sink));
             if left > 0 {
                 tracing::warn!(
                     sink = %self.sink.name,
@@ -528,17 +557,20 @@ impl Writer {
         // wake the collector) and send.
         let mut aged = false;
         loop {
-            if signal.aborted() {
+            let (aborted, stopping) = signal.flags();
+            if aborted {
                 // Count what this thread holds; the queue is the last thread's.
                 let mut lines = body.lines();
                 if let Some(carry) = collector.carry.take() {
                     lines += u64::from(carry.lines);
                 }
-                stats.lines_shutdown.fetch_add(lines, Ordering::Relaxed);
-                stats.lines_in_flight.fetch_sub(lines, Ordering::Relaxed);
+                signal.account_abort(|| {
+                    stats.lines_shutdown.fetch_add(lines, Ordering::Relaxed);
+                    stats.lines_in_flight.fetch_sub(lines, Ordering::Relaxed);
+                });
                 return Next::Aborted;
             }
-            collector.stopping = collector.stopping || signal.stopping();
+            collector.stopping |= stopping;
             let chunk = match collector.carry.take() {
                 Some(chunk) => chunk,
                 None => match self.sink.pop() {
