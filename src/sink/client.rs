@@ -447,10 +447,14 @@ impl Requester {
             self.head.extend_from_slice(b"\r\nContent-Encoding: gzip");
         }
         self.head.extend_from_slice(b"\r\n\r\n");
-        let answer =
-            wire::send(&mut conn.stream, &self.head, payload.parts(), deadline).and_then(|()| {
-                wire::read_response(&mut conn.stream, &mut conn.buf, deadline, RESPONSE_BODY_MAX)
-            });
+        let answer = wire::exchange(
+            &mut conn.stream,
+            &mut conn.buf,
+            &self.head,
+            payload.parts(),
+            deadline,
+            RESPONSE_BODY_MAX,
+        );
         let response = match answer {
             Ok(response) => response,
             Err(error) => {

@@ -134,6 +134,37 @@ pub(crate) fn send(
     Ok(())
 }
 
+/// How long to look for an early answer after a failed send.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(1);
+
+/// One request and its answer. A backend may answer before it has read the
+/// whole body (413 Payload Too Large, 401) and close: when the send fails,
+/// an answer already there is read and returned (the connection is then not
+/// reused), so a refusal is reported as what it is, not as a broken pipe.
+pub(crate) fn exchange(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &[u8],
+    parts: &[Bytes],
+    deadline: Instant,
+    body_max: usize,
+) -> Result<Response, WireError> {
+    match send(stream, head, parts, deadline) {
+        Ok(()) => read_response(stream, buf, deadline, body_max),
+        Err(WireError::TimedOut) => Err(WireError::TimedOut),
+        Err(send_error) => {
+            let wait = deadline.min(Instant::now() + EARLY_ANSWER_WAIT);
+            match read_response(stream, buf, wait, body_max) {
+                Ok(mut early) => {
+                    early.keep_alive = false;
+                    Ok(early)
+                }
+                Err(_) => Err(send_error),
+            }
+        }
+    }
+}
+
 /// Whether an idle keep-alive connection can take a request: nothing to read
 /// and not closed by the peer (one non-blocking peek, no state changed).
 pub(crate) fn idle_and_open(stream: &TcpStream) -> bool {
@@ -515,6 +546,38 @@ mod tests {
     fn garbage_is_a_protocol_error() {
         let (response, _) = roundtrip(b"SMTP ready\r\n\r\n", true);
         assert!(matches!(response, Err(WireError::Protocol(_))));
+    }
+
+    #[test]
+    fn an_early_answer_beats_the_broken_pipe() {
+        // The backend reads only the head, answers 413 and closes while the
+        // client is still sending a body far larger than the socket buffers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while memchr::memmem::find(&got, b"\r\n\r\n").is_none() {
+                let n = s.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+                .unwrap();
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            std::thread::sleep(Duration::from_millis(50));
+            // Dropping with unread data resets the connection.
+        });
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let body = Bytes::from(vec![b'x'; 64 << 20]);
+        let head = b"POST /write HTTP/1.1\r\nContent-Length: 67108864\r\n\r\n";
+        let mut buf = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = exchange(&mut stream, &mut buf, head, &[body], deadline, 64).unwrap();
+        server.join().unwrap();
+        assert_eq!(response.status, 413);
+        assert_eq!(response.body, b"too large");
+        assert!(!response.keep_alive);
     }
 
     #[test]
