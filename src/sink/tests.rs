@@ -641,6 +641,55 @@ fn hanging_backend_times_out_and_shutdown_keeps_its_deadline() {
     assert_eq!(load(&sink.stats.lines_in_flight), 0);
 }
 
+/// A listener whose accept queue is full: further connects hang (their SYNs
+/// are dropped), as with a backend behind a firewall that drops packets.
+/// Returns the listener and the connections that fill its queue.
+fn full_listener() -> (socket2::Socket, Vec<std::net::TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    // With backlog 0 the queue holds one; connect until one would hang.
+    for _ in 0..8 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => fillers.push(stream),
+            Err(_) => break,
+        }
+    }
+    (listener, fillers)
+}
+
+#[test]
+fn a_hanging_connect_is_aborted_at_the_shutdown_deadline() {
+    let (listener, _fillers) = full_listener();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut cfg = config("connect-hang", format!("http://{addr}/write"));
+    cfg.timeout = Duration::from_secs(30);
+    cfg.retry_max_age = Duration::from_secs(60);
+    let (sink, writer) = start(&cfg).unwrap();
+    sink.offer(chunk(1, 5, 40)).unwrap();
+    assert!(wait_for(Duration::from_secs(2), || load(
+        &sink.stats.requests
+    ) == 1));
+    std::thread::sleep(Duration::from_millis(100));
+    // Still connecting: neither failed nor delivered.
+    assert_eq!(load(&sink.stats.request_failures), 0);
+    let began = Instant::now();
+    let report = writer.shutdown(began + Duration::from_millis(300));
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_millis(300) + SHUTDOWN_SLACK,
+        "took {took:?}"
+    );
+    assert_eq!(report.lines_undelivered, 5);
+    assert_eq!(load(&sink.stats.lines_shutdown), 5);
+    assert_eq!(load(&sink.stats.lines_in_flight), 0);
+}
+
 #[test]
 fn shutdown_delivers_everything_queued_at_once() {
     let server = Server::local(Vec::new(), held());
