@@ -6,6 +6,7 @@
 //! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash>            # scanner
 //! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 1 pipeline # + check, append
 //! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 0          # setup only
+//! target/release/deps/scan_instructions-<hash> 30 pipeline varied                    # timed, random values
 //! ```
 //!
 //! It builds 1 MiB of `sluice-loadgen`-shaped lines (≈148 bytes, 5 fields,
@@ -27,17 +28,58 @@ use sluice::route::RouteTable;
 const NOW: i64 = 1_795_985_842_709_494_595;
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `varied`: every field value drawn at random, 1–2 integer digits as
+    // `sluice-loadgen blast` sends them, instead of the fixed values below
+    // (which keep the callgrind counts comparable across sessions). Shows
+    // what value-length variety costs the branch predictor.
+    let varied = args.iter().any(|a| a == "varied");
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut value = || {
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        let v = rng.wrapping_mul(0x2545_F491_4F6C_DD1D) % 10_000;
+        format!("{}.{:02}", v / 100, v % 100)
+    };
     let mut datagrams: Vec<Vec<u8>> = Vec::new();
     let mut datagram = Vec::new();
     let mut total = 0;
     let mut i = 0u64;
     while total < 1 << 20 {
         let host = i % 1000;
-        let line = match i % 4 {
+        let line = if varied {
+            let (name, fields) = match i % 4 {
+                0 => (
+                    "cpu",
+                    ["usage_user", "usage_system", "usage_idle", "usage_iowait"],
+                ),
+                1 => (
+                    "mem",
+                    ["used_percent", "available_percent", "cached", "buffered"],
+                ),
+                2 => ("disk", ["used_percent", "inodes_used", "free", "total"]),
+                _ => (
+                    "net",
+                    ["bytes_recv", "bytes_sent", "packets_recv", "packets_sent"],
+                ),
+            };
+            let mut line = format!(
+                "{name},host=host{host:04},region=eu-west-1,cpu=cpu{} ",
+                i % 8
+            );
+            for field in fields {
+                line.push_str(&format!("{field}={},", value()));
+            }
+            line.push_str(&format!("seq={i:012}i {NOW}\n"));
+            line
+        } else {
+            match i % 4 {
             0 => format!("cpu,host=host{host:04},region=eu-west-1,cpu=cpu{} usage_user={}.22,usage_system=22.68,usage_idle=64.22,usage_iowait=85.71,seq={i:012}i {NOW}\n", i % 8, i % 100),
             1 => format!("mem,host=host{host:04},region=eu-west-1,cpu=cpu0 used_percent=23.97,available_percent=46.07,cached=30.20,buffered=27.90,seq={i:012}i {NOW}\n"),
             2 => format!("disk,host=host{host:04},region=eu-west-1,cpu=cpu0 used_percent=87.40,inodes_used=57.91,free=87.65,total=72.96,seq={i:012}i {NOW}\n"),
             _ => format!("net,host=host{host:04},region=eu-west-1,cpu=cpu0 bytes_recv=54.69,bytes_sent=2.25,packets_recv=15.56,packets_sent=26.25,seq={i:012}i {NOW}\n"),
+            }
         };
         if datagram.len() + line.len() > 1400 {
             datagrams.push(std::mem::take(&mut datagram));
@@ -52,7 +94,6 @@ fn main() {
     // runs such as `SLUICE_SIMD=sse2` against the default on a noisy machine.
     // `pipeline` runs a shard's whole per-line work instead of the scanner
     // alone: scan, check (window, route lookup), append to the route's chunk.
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1);
     let pipeline = args.iter().any(|a| a == "pipeline");
     let table = RouteTable::compile(&[], "junk").unwrap();
