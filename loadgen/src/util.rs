@@ -173,6 +173,74 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks_to_secs(utime + stime))
 }
 
+/// CPU seconds (user, system) of each live thread of `pid`, by thread id,
+/// with the thread's name.
+pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<u32, (String, f64, f64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        if let Some(parsed) = parse_task_stat(&stat) {
+            out.insert(tid, parsed);
+        }
+    }
+    out
+}
+
+/// `(name, user s, system s)` from a `/proc/PID/task/TID/stat` line.
+fn parse_task_stat(stat: &str) -> Option<(String, f64, f64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_owned();
+    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((name, ticks_to_secs(utime), ticks_to_secs(stime)))
+}
+
+/// The group a thread's CPU is reported under: its name without a trailing
+/// `-<number>` (`shard-0`, `shard-1` → `shard`; `bl-recv-3` → `bl-recv`), and
+/// every `sink-<name>` as `sink`.
+pub fn thread_group(name: &str) -> String {
+    if name.starts_with("sink-") {
+        return "sink".to_owned();
+    }
+    match name.rsplit_once('-') {
+        Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+            head.to_owned()
+        }
+        _ => name.to_owned(),
+    }
+}
+
+/// CPU each thread group used between two `thread_cpu_secs` snapshots:
+/// `group -> (user s, system s)`. A thread born in between counts from zero;
+/// one that exited in between is missing (the process total still has it).
+pub fn thread_cpu_delta(
+    before: &std::collections::BTreeMap<u32, (String, f64, f64)>,
+    after: &std::collections::BTreeMap<u32, (String, f64, f64)>,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut groups = std::collections::BTreeMap::new();
+    for (tid, (name, user, system)) in after {
+        let (user0, system0) = before.get(tid).map_or((0.0, 0.0), |b| (b.1, b.2));
+        let entry = groups.entry(thread_group(name)).or_insert((0.0, 0.0));
+        entry.0 += (user - user0).max(0.0);
+        entry.1 += (system - system0).max(0.0);
+    }
+    groups
+}
+
 /// Seconds the host's hypervisor has taken from this machine's CPUs so far
 /// (`steal` in `/proc/stat`, all CPUs together); `None` where not reported.
 /// Its growth during a run says how much of the run a noisy host stole.
@@ -261,5 +329,46 @@ mod tests {
         );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!((parse_fraction("0.001%").unwrap() - 1e-5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn thread_groups_and_deltas() {
+        assert_eq!(thread_group("shard-0"), "shard");
+        assert_eq!(thread_group("shard-12"), "shard");
+        assert_eq!(thread_group("sink-influx-a"), "sink");
+        assert_eq!(thread_group("bl-recv-3"), "bl-recv");
+        assert_eq!(thread_group("sluice"), "sluice");
+        assert_eq!(thread_group("odd-"), "odd-");
+        let hz = ticks_to_secs(1.0);
+        let stat = |name: &str, u: u32, s: u32| {
+            format!("42 ({name}) S 1 1 1 0 -1 4194368 10 0 0 0 {u} {s} 0 0 20 0 1 0 100 0 0")
+        };
+        let (name, user, system) = parse_task_stat(&stat("a (b) c", 7, 3)).unwrap();
+        assert_eq!(name, "a (b) c");
+        assert_eq!((user, system), (7.0 * hz, 3.0 * hz));
+        let snap = |entries: &[(u32, &str, u32, u32)]| {
+            entries
+                .iter()
+                .map(|&(tid, name, u, s)| (tid, parse_task_stat(&stat(name, u, s)).unwrap()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let before = snap(&[
+            (1, "shard-0", 10, 5),
+            (2, "shard-1", 20, 5),
+            (3, "gone", 9, 9),
+        ]);
+        let after = snap(&[
+            (1, "shard-0", 15, 6),
+            (2, "shard-1", 22, 8),
+            (4, "sink-a", 1, 2),
+        ]);
+        let delta = thread_cpu_delta(&before, &after);
+        assert_eq!(delta.len(), 2);
+        assert!((delta["shard"].0 - 7.0 * hz).abs() < 1e-9);
+        assert!((delta["shard"].1 - 4.0 * hz).abs() < 1e-9);
+        assert!(
+            (delta["sink"].0 - 1.0 * hz).abs() < 1e-9,
+            "born in between: from zero"
+        );
     }
 }

@@ -137,6 +137,9 @@ pub struct RunResult {
     /// CPU time the host stole from this machine while the SUT's CPU was
     /// measured (all CPUs; 0 where `/proc/stat` does not report it).
     pub host_steal_s: f64,
+    /// The SUT's CPU over the same window by thread group (`shard`, `sink`,
+    /// `bl-recv`, `bl-writer`, …): where the CPU went.
+    pub cpu_by_thread: BTreeMap<String, ThreadCpu>,
     pub peak_rss_bytes: u64,
     pub sut_exit: Option<i32>,
     pub drained: bool,
@@ -382,6 +385,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .map(|a| util::udp_socket_drops(a.port()))
         .sum();
     let cpu0 = util::proc_cpu_secs(pid).unwrap_or(0.0);
+    let threads0 = util::thread_cpu_secs(pid);
     let steal0 = util::host_steal_secs();
     let bcfg = BlastConfig {
         targets: child.udp.clone(),
@@ -470,6 +474,10 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .map_err(|_| anyhow!("blast thread panicked"))??;
     let m = scrape(child.admin);
     let cpu = util::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+    let cpu_by_thread = util::thread_cpu_delta(&threads0, &util::thread_cpu_secs(pid))
+        .into_iter()
+        .map(|(group, (user_s, system_s))| (group, ThreadCpu { user_s, system_s }))
+        .collect();
     let host_steal_s = match (steal0, util::host_steal_secs()) {
         (Some(a), Some(b)) => (b - a).max(0.0),
         _ => 0.0,
@@ -631,6 +639,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             0.0
         },
         host_steal_s,
+        cpu_by_thread,
         peak_rss_bytes: rss,
         sut_exit: exit,
         drained,
@@ -721,6 +730,22 @@ pub fn print_result(r: &RunResult) {
         r.drained,
         r.host_steal_s
     );
+    if !r.cpu_by_thread.is_empty() {
+        let groups: Vec<String> = r
+            .cpu_by_thread
+            .iter()
+            .filter(|(_, t)| t.user_s + t.system_s > 0.0)
+            .map(|(g, t)| {
+                format!(
+                    "{g} {:.2}s (user {:.2}, sys {:.2})",
+                    t.user_s + t.system_s,
+                    t.user_s,
+                    t.system_s
+                )
+            })
+            .collect();
+        println!("  SUT cpu by thread: {}", groups.join("; "));
+    }
     println!("  result: {}", if r.pass { "PASS" } else { "FAIL" });
 }
 
@@ -895,6 +920,13 @@ pub struct FindMax {
     /// The highest passing trial could not be offered at the asked rate.
     pub sender_limited: bool,
     pub trials: Vec<(String, bool, f64)>,
+}
+
+/// CPU seconds of one group of the SUT's threads.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ThreadCpu {
+    pub user_s: f64,
+    pub system_s: f64,
 }
 
 /// Doubling from the start rate until a trial fails, then bisection; bounded steps.

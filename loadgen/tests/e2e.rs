@@ -189,6 +189,21 @@ fn verify_baseline_amplifies_4x_without_loss() {
     assert_eq!(r["lost_lines_max"].as_u64(), Some(0));
     assert!(r["blast"]["lines"].as_u64().unwrap() > 10_000);
     assert_eq!(r["accounting_agrees"].as_bool(), Some(true));
+    // Where the relay's CPU went, by thread group: the receivers worked (at
+    // this rate the writers' share can round to zero ticks, but they are
+    // listed), and the groups add up to no more than the process total.
+    let by_thread = r["cpu_by_thread"].as_object().unwrap();
+    let cpu = |group: &str| {
+        let t = &by_thread[group];
+        t["user_s"].as_f64().unwrap() + t["system_s"].as_f64().unwrap()
+    };
+    assert!(cpu("bl-recv") > 0.0, "{by_thread:?}");
+    assert!(cpu("bl-writer") >= 0.0, "{by_thread:?}");
+    let sum: f64 = by_thread.keys().map(|g| cpu(g)).sum();
+    assert!(
+        sum <= r["cpu_s"].as_f64().unwrap() + 0.02,
+        "{sum} {by_thread:?}"
+    );
 }
 
 #[test]
