@@ -798,6 +798,9 @@ pub struct RepeatSummary {
     pub amplification: Spread,
     pub peak_rss_bytes: Spread,
     pub host_steal_s: Spread,
+    /// CPU-s per GiB received of each thread group (user, system), over the
+    /// runs (a run without the group counts 0): the split of `cpu_s_per_gib`.
+    pub cpu_per_gib_by_thread: BTreeMap<String, (Spread, Spread)>,
 }
 
 impl RepeatSummary {
@@ -814,8 +817,32 @@ impl RepeatSummary {
             amplification: figure(|r| r.amplification)?,
             peak_rss_bytes: figure(|r| r.peak_rss_bytes as f64)?,
             host_steal_s: figure(|r| r.host_steal_s)?,
+            cpu_per_gib_by_thread: cpu_per_gib_by_thread(runs)?,
         })
     }
+}
+
+fn cpu_per_gib_by_thread(runs: &[&RunResult]) -> Option<BTreeMap<String, (Spread, Spread)>> {
+    let groups: std::collections::BTreeSet<&String> =
+        runs.iter().flat_map(|r| r.cpu_by_thread.keys()).collect();
+    let per_gib = |r: &RunResult, seconds: f64| {
+        if r.received_bytes > 0.0 {
+            seconds / (r.received_bytes / GIB)
+        } else {
+            0.0
+        }
+    };
+    let mut out = BTreeMap::new();
+    for group in groups {
+        let (mut user, mut system) = (Vec::new(), Vec::new());
+        for r in runs {
+            let t = r.cpu_by_thread.get(group);
+            user.push(per_gib(r, t.map_or(0.0, |t| t.user_s)));
+            system.push(per_gib(r, t.map_or(0.0, |t| t.system_s)));
+        }
+        out.insert(group.clone(), (Spread::of(&user)?, Spread::of(&system)?));
+    }
+    Some(out)
 }
 
 /// One line per run of `verify --repeat`.
@@ -850,6 +877,20 @@ pub fn print_summary(s: &RepeatSummary, sut: &str) {
         scaled(s.peak_rss_bytes, 1.0 / (1024.0 * 1024.0)),
         s.host_steal_s
     );
+    let groups: Vec<String> = s
+        .cpu_per_gib_by_thread
+        .iter()
+        .filter(|(_, (user, system))| user.max + system.max > 0.0)
+        .map(|(g, (user, system))| {
+            format!("{g} {:.2} user + {:.2} sys", user.median, system.median)
+        })
+        .collect();
+    if !groups.is_empty() {
+        println!(
+            "  {sut:<8} cpu-s/GiB by thread (medians): {}",
+            groups.join("; ")
+        );
+    }
 }
 
 /// SVG of offered/received input and total output throughput over time.

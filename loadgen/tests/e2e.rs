@@ -251,6 +251,15 @@ fn verify_repeat_reports_medians_of_every_run() {
     assert!(runs
         .iter()
         .all(|r| r["host_steal_s"].as_f64().unwrap() >= 0.0));
+    // The CPU split by thread group, per GiB, as (user, system) spreads.
+    let recv = &summary["cpu_per_gib_by_thread"]["bl-recv"];
+    let user = &recv[0];
+    assert!(user["median"].as_f64().unwrap() >= user["min"].as_f64().unwrap());
+    assert!(recv[1]["max"].as_f64().unwrap() >= 0.0);
+    assert!(
+        stdout.contains("cpu-s/GiB by thread (medians): "),
+        "{stdout}"
+    );
     // --repeat and --find-max do not mix: a clear error, exit status 2.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
         .args(["verify", "--baseline", "--repeat", "2", "--find-max"])
