@@ -806,6 +806,41 @@ fn ipv6_loopback() {
 }
 
 #[test]
+fn a_host_name_is_resolved_and_every_address_tried() {
+    // `localhost` resolves to 127.0.0.1 (and on some hosts ::1 first, which
+    // refuses here: the next address must be tried).
+    let server = Server::local(Vec::new(), held());
+    let url = format!("http://localhost:{}/write", server.addr.port());
+    let (sink, writer) = start(&config("by-name", url)).unwrap();
+    sink.offer(chunk(1, 3, 30)).unwrap();
+    let report = writer.shutdown(soon(3));
+    assert_eq!(report.lines_delivered, 3);
+    server.with(|s| {
+        let host = format!("localhost:{}", server.addr.port());
+        assert_eq!(s.requests[0].header("host"), Some(&*host));
+    });
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_retried_then_given_up() {
+    let mut cfg = config(
+        "no-such-host",
+        "http://no-such-host.invalid:8086/write".to_owned(),
+    );
+    cfg.retry_max_age = Duration::from_millis(300);
+    let (sink, writer) = start(&cfg).unwrap();
+    sink.offer(chunk(1, 4, 30)).unwrap();
+    // `.invalid` never resolves (RFC 6761); a resolver that is slow to say
+    // so gets time, the give-up comes after the first failed lookup.
+    assert!(wait_for(Duration::from_secs(30), || load(
+        &sink.stats.lines_gave_up
+    ) == 4));
+    assert!(load(&sink.stats.request_failures) >= 1);
+    writer.shutdown(soon(1));
+    assert_eq!(load(&sink.stats.lines_in_flight), 0);
+}
+
+#[test]
 fn writer_thread_is_named() {
     let server = Server::local(Vec::new(), ok());
     let (_sink, writer) = start(&config("named", server.url())).unwrap();
