@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The headline on a big host: 1 GiB/s of line protocol in, 4 GiB/s out to 4
+# sinks, sluice measured beside the baseline relay in the same command.
+#
+#   tuning/headline.sh [OUT_DIR]
+#
+# Writes OUT_DIR (default ./headline): machine.txt (CPU, memory, kernel),
+# tuning.txt (host settings in force), headline.txt (verify's report),
+# headline.json and headline.svg. Knobs, from the environment:
+#   SLUICE, LOADGEN   binaries (default: target/release/…; build with
+#                     `cargo build --release --workspace`, or carry them)
+#   RATE=1GiB/s DURATION=30s PAYLOAD=8192 THREADS=4 REPEAT=1 MAX_LOSS=0.001%
+# THREADS is the sender's thread count: one moves ≈200k datagrams/s, so
+# 1 GiB/s needs about 1 at 8 KiB and 4 at 1400 B; give it headroom.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=${1:-headline}
+sluice=${SLUICE:-target/release/sluice}
+loadgen=${LOADGEN:-target/release/sluice-loadgen}
+for bin in "$sluice" "$loadgen"; do
+    [ -x "$bin" ] || { echo "no $bin: cargo build --release --workspace (or set SLUICE/LOADGEN)" >&2; exit 2; }
+done
+mkdir -p "$out"
+
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "kernel: $(uname -r)"
+    echo "cpus: $(nproc)"
+    grep -m1 'model name' /proc/cpuinfo || true
+    grep MemTotal /proc/meminfo || true
+    echo "sluice: $("$sluice" --version 2>/dev/null || echo "$sluice")"
+    git rev-parse --short HEAD 2>/dev/null | sed 's/^/tree: /' || true
+} | tee "$out/machine.txt"
+
+# Host settings the figures depend on; apply.sh needs root and says what it could not set.
+bash tuning/apply.sh 2>&1 | tee "$out/tuning.txt" || true
+
+"$loadgen" verify --compare-baseline \
+    --sluice "$sluice" \
+    --rate "${RATE:-1GiB/s}" --duration "${DURATION:-30s}" \
+    --payload "${PAYLOAD:-8192}" --threads "${THREADS:-4}" --sources 16 \
+    --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" \
+    --json "$out/headline.json" --plot "$out/headline.svg" --no-progress \
+    | tee "$out/headline.txt"
