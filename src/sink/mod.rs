@@ -382,6 +382,25 @@ impl Drop for SinkWriter {
     }
 }
 
+/// What a connection thread makes of `data` as a backend's answer to one
+/// request, handed over `piece` bytes at a time, keeping at most `body_max`
+/// bytes of the body: `(status, kept body, keep-alive)`, or the error the
+/// writer would log. For the fuzz target and property tests.
+#[doc(hidden)]
+pub fn parse_answer(
+    data: &[u8],
+    piece: usize,
+    body_max: usize,
+) -> Result<(u16, Vec<u8>, bool), String> {
+    let mut source = wire::Pieces { data, piece };
+    let mut buf = Vec::new();
+    // The pieces never wait, so the deadline never passes.
+    let deadline = later(Instant::now(), Duration::from_secs(3600));
+    wire::read_response(&mut source, &mut buf, deadline, body_max)
+        .map(|r| (r.status, r.body, r.keep_alive))
+        .map_err(|e| e.to_string())
+}
+
 /// Start a sink's connection threads.
 pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
     let name = &cfg.name;

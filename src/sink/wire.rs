@@ -19,6 +19,10 @@ use bytes::Bytes;
 const HEADERS_MAX: usize = 64;
 /// Longest response head accepted.
 const HEAD_MAX: usize = 64 * 1024;
+/// Up to this many bytes, a response head is parsed on every read; longer,
+/// only once a blank line may have ended it (bounding the re-parsing a head
+/// that arrives a byte at a time costs).
+const EAGER_PARSE_MAX: usize = 1024;
 /// Read size while parsing a response.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -184,50 +188,85 @@ pub(crate) fn idle_and_open(stream: &TcpStream) -> bool {
     n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }
 
+/// Where an answer's bytes come from: the connection (each read bounded by
+/// the attempt's deadline) or, for tests and the fuzz target, bytes handed
+/// out a few at a time.
+pub(crate) trait Source {
+    /// Read into `buf` before `deadline`; `Ok(0)` at the end of the stream.
+    fn read_before(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize>;
+}
+
+impl Source for TcpStream {
+    fn read_before(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.set_read_timeout(Some(left))?;
+        loop {
+            match self.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Bytes handed out at most `piece` at a time: a backend's answer as a
+/// slow or fragmenting network would deliver it (tests, fuzzing).
+pub(crate) struct Pieces<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) piece: usize,
+}
+
+impl Source for Pieces<'_> {
+    fn read_before(&mut self, buf: &mut [u8], _deadline: Instant) -> io::Result<usize> {
+        let n = self.data.len().min(self.piece.max(1)).min(buf.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
 /// Buffered reading of one response.
-struct Reader<'s> {
-    stream: &'s mut TcpStream,
+struct Reader<'s, S: Source + ?Sized> {
+    source: &'s mut S,
+    /// Storage, zero-filled once as it grows and reused: the received
+    /// bytes are `buf[..end]`, the unread ones `buf[pos..end]`.
     buf: &'s mut Vec<u8>,
-    /// Start of the unread bytes in `buf`.
     pos: usize,
+    end: usize,
     deadline: Instant,
     /// Whether any byte of the response has arrived.
     answered: bool,
 }
 
-impl Reader<'_> {
+impl<S: Source + ?Sized> Reader<'_, S> {
     fn unread(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.buf[self.pos..self.end]
     }
 
     /// Read more bytes; `Ok(false)` at the end of the connection.
     fn fill(&mut self) -> Result<bool, WireError> {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
+        if self.pos == self.end {
+            (self.pos, self.end) = (0, 0);
         }
-        let left = remaining(self.deadline)?;
-        self.stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| io_error(e, self.answered))?;
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let got = loop {
-            match self.stream.read(&mut self.buf[len..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => break other,
-            }
-        };
-        match got {
+        // Grow (zero-filling only the new part) when less than a read's
+        // worth is free, so a backend that sends a byte at a time costs a
+        // read per byte, not a buffer clear.
+        if self.buf.len() - self.end < READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        match self
+            .source
+            .read_before(&mut self.buf[self.end..], self.deadline)
+        {
             Ok(n) => {
-                self.buf.truncate(len + n);
+                self.end += n;
                 self.answered |= n > 0;
                 Ok(n > 0)
             }
-            Err(e) => {
-                self.buf.truncate(len);
-                Err(io_error(e, self.answered))
-            }
+            Err(e) => Err(io_error(e, self.answered)),
         }
     }
 
@@ -244,7 +283,7 @@ impl Reader<'_> {
 
     /// Take up to `n` unread bytes, keeping what fits under `body_max` in `body`.
     fn take_into(&mut self, n: usize, body: &mut Vec<u8>, body_max: usize) -> usize {
-        let take = n.min(self.buf.len() - self.pos);
+        let take = n.min(self.end - self.pos);
         let keep = take.min(body_max.saturating_sub(body.len()));
         body.extend_from_slice(&self.buf[self.pos..self.pos + keep]);
         self.pos += take;
@@ -259,7 +298,7 @@ impl Reader<'_> {
         body_max: usize,
     ) -> Result<(), WireError> {
         while n > 0 {
-            if self.pos == self.buf.len() {
+            if self.pos == self.end {
                 self.fill_or_closed()?;
             }
             n -= self.take_into(usize::try_from(n).unwrap_or(usize::MAX), body, body_max) as u64;
@@ -275,7 +314,7 @@ impl Reader<'_> {
                 self.pos += at + 2;
                 return Ok(line);
             }
-            if self.buf.len() - self.pos > HEAD_MAX {
+            if self.end - self.pos > HEAD_MAX {
                 return Err(WireError::Protocol("line too long in chunked body".into()));
             }
             self.fill_or_closed()?;
@@ -313,22 +352,43 @@ enum Framing {
 }
 
 /// Read one response (skipping interim 1xx answers) before `deadline`. `buf`
-/// is the connection's scratch buffer (kept between requests to avoid allocating).
-pub(crate) fn read_response(
-    stream: &mut TcpStream,
+/// is the connection's scratch storage (kept between requests to avoid
+/// allocating and zero-filling).
+pub(crate) fn read_response<S: Source + ?Sized>(
+    source: &mut S,
     buf: &mut Vec<u8>,
     deadline: Instant,
     body_max: usize,
 ) -> Result<Response, WireError> {
-    buf.clear();
+    // `buf` is storage kept by the connection; its old contents are not read.
     let mut reader = Reader {
-        stream,
+        source,
         buf,
         pos: 0,
+        end: 0,
         deadline,
         answered: false,
     };
+    // How far the unread bytes were searched for the head's end: a head that
+    // arrives a byte at a time is parsed once it is whole, not once per byte.
+    let mut searched = 0usize;
     loop {
+        let unread = reader.unread();
+        let from = searched.saturating_sub(2);
+        // Short heads are parsed as they come (garbage is refused at once);
+        // past that, only when a blank line has arrived.
+        let worth_parsing = !unread.is_empty()
+            && (unread.len() <= EAGER_PARSE_MAX
+                || memchr::memmem::find(&unread[from..], b"\n\n").is_some()
+                || memchr::memmem::find(&unread[from..], b"\n\r\n").is_some());
+        if !worth_parsing {
+            searched = unread.len();
+            if searched > HEAD_MAX {
+                return Err(WireError::Protocol("response head too long".into()));
+            }
+            reader.fill_or_closed()?;
+            continue;
+        }
         let (head_len, status, version, framing, close, keep_alive_asked, retry_after) = {
             let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
             let mut response = httparse::Response::new(&mut headers);
@@ -336,7 +396,9 @@ pub(crate) fn read_response(
                 .parse(reader.unread())
                 .map_err(|e| WireError::Protocol(e.to_string()))?;
             let httparse::Status::Complete(head_len) = parsed else {
-                if reader.unread().len() > HEAD_MAX {
+                // A blank line inside a value, say: read on.
+                searched = reader.unread().len();
+                if searched > HEAD_MAX {
                     return Err(WireError::Protocol("response head too long".into()));
                 }
                 reader.fill_or_closed()?;
@@ -379,6 +441,7 @@ pub(crate) fn read_response(
             )
         };
         reader.pos += head_len;
+        searched = 0;
         if (100..200).contains(&status) {
             // An interim answer (100 Continue, 103): the real one follows.
             if status == 101 {
@@ -414,7 +477,7 @@ pub(crate) fn read_response(
             }
         }
         // Bytes after the response were never asked for: do not reuse.
-        keep_alive &= reader.pos == reader.buf.len();
+        keep_alive &= reader.pos == reader.end;
         return Ok(Response {
             status,
             retry_after,
@@ -578,6 +641,68 @@ mod tests {
         assert_eq!(response.status, 413);
         assert_eq!(response.body, b"too large");
         assert!(!response.keep_alive);
+    }
+
+    proptest::proptest! {
+        /// Whatever a backend sends, in whatever pieces: an answer or an
+        /// error, never a panic or a hang.
+        #[test]
+        fn any_bytes_end_in_an_answer_or_an_error(
+            head in proptest::sample::select(vec![
+                &b""[..],
+                b"HTTP/1.1 200 OK\r\n",
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+                b"HTTP/1.1 500 E\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"HTTP/1.0 100 Continue\r\n\r\n",
+            ]),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            piece in 1usize..70,
+            body_max in 0usize..100,
+        ) {
+            let data = [head, &tail[..]].concat();
+            if let Ok((status, body, _)) = crate::sink::parse_answer(&data, piece, body_max) {
+                proptest::prop_assert!(body.len() <= body_max);
+                proptest::prop_assert!(status < 1000);
+            }
+        }
+
+        /// A well-framed answer reads back exactly, however it is cut up.
+        #[test]
+        fn framed_answers_read_back_exactly(
+            status in 200u16..600,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            framing in 0u8..3,
+            chunk in 1usize..40,
+            piece in 1usize..50,
+            body_max in 0usize..400,
+        ) {
+            let status = if status == 204 || status == 304 { 200 } else { status };
+            let mut data = format!("HTTP/1.1 {status} Whatever\r\n").into_bytes();
+            match framing {
+                0 => {
+                    data.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                    data.extend_from_slice(&body);
+                }
+                1 => {
+                    data.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    for part in body.chunks(chunk) {
+                        data.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                        data.extend_from_slice(part);
+                        data.extend_from_slice(b"\r\n");
+                    }
+                    data.extend_from_slice(b"0\r\n\r\n");
+                }
+                _ => {
+                    data.extend_from_slice(b"\r\n");
+                    data.extend_from_slice(&body);
+                }
+            }
+            let (got_status, got_body, keep_alive) =
+                crate::sink::parse_answer(&data, piece, body_max).unwrap();
+            proptest::prop_assert_eq!(got_status, status);
+            proptest::prop_assert_eq!(&got_body[..], &body[..body.len().min(body_max)]);
+            proptest::prop_assert_eq!(keep_alive, framing != 2);
+        }
     }
 
     #[test]
