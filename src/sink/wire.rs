@@ -86,13 +86,13 @@ impl std::fmt::Display for WireError {
     }
 }
 
-/// Time left before `deadline`, or `TimedOut`.
-fn remaining(deadline: Instant) -> Result<Duration, WireError> {
+/// Time left before `deadline` (a socket timeout for the next call), or a
+/// `TimedOut` error once it has passed: a zero timeout would mean "block
+/// forever" to the socket.
+fn time_left(deadline: Instant) -> io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
-    // A zero timeout means "block forever" to the socket: treat a spent
-    // deadline as what it is.
     if left.is_zero() {
-        Err(WireError::TimedOut)
+        Err(io::ErrorKind::TimedOut.into())
     } else {
         Ok(left)
     }
@@ -123,9 +123,8 @@ pub(crate) fn send(
     );
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
-        let left = remaining(deadline)?;
-        stream
-            .set_write_timeout(Some(left))
+        time_left(deadline)
+            .and_then(|left| stream.set_write_timeout(Some(left)))
             .map_err(|e| io_error(e, false))?;
         // std caps the slice count at the system's IOV_MAX per call.
         match stream.write_vectored(slices) {
@@ -198,11 +197,7 @@ pub(crate) trait Source {
 
 impl Source for TcpStream {
     fn read_before(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.set_read_timeout(Some(left))?;
+        self.set_read_timeout(Some(time_left(deadline)?))?;
         loop {
             match self.read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -351,6 +346,66 @@ enum Framing {
     UntilClose,
 }
 
+/// What a response head says.
+struct Head {
+    /// Bytes of the head, blank line included.
+    len: usize,
+    status: u16,
+    /// The minor version: 0 for HTTP/1.0.
+    version: u8,
+    framing: Framing,
+    /// `Connection: close`.
+    close: bool,
+    /// `Connection: keep-alive` (what an HTTP/1.0 answer needs to be kept).
+    keep_alive_asked: bool,
+    retry_after: Option<Duration>,
+}
+
+/// Parse the head at the start of `bytes`; `None` while it is not whole.
+fn parse_head(bytes: &[u8]) -> Result<Option<Head>, WireError> {
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut response = httparse::Response::new(&mut headers);
+    let parsed = response
+        .parse(bytes)
+        .map_err(|e| WireError::Protocol(e.to_string()))?;
+    let httparse::Status::Complete(len) = parsed else {
+        return Ok(None);
+    };
+    let mut head = Head {
+        len,
+        status: response.code.unwrap_or(0),
+        version: response.version.unwrap_or(1),
+        framing: Framing::UntilClose,
+        close: false,
+        keep_alive_asked: false,
+        retry_after: None,
+    };
+    for h in response.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or("").trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = value
+                .parse::<u64>()
+                .map_err(|_| WireError::Protocol(format!("content-length {value:?}")))?;
+            if !matches!(head.framing, Framing::Chunked) {
+                head.framing = Framing::Length(n);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if value.to_ascii_lowercase().ends_with("chunked") {
+                head.framing = Framing::Chunked;
+            } else {
+                head.framing = Framing::UntilClose;
+            }
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let value = value.to_ascii_lowercase();
+            head.close |= value.split(',').any(|t| t.trim() == "close");
+            head.keep_alive_asked |= value.split(',').any(|t| t.trim() == "keep-alive");
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            head.retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
+        }
+    }
+    Ok(Some(head))
+}
+
 /// Read one response (skipping interim 1xx answers) before `deadline`. `buf`
 /// is the connection's scratch storage (kept between requests to avoid
 /// allocating and zero-filling).
@@ -381,86 +436,41 @@ pub(crate) fn read_response<S: Source + ?Sized>(
             && (unread.len() <= EAGER_PARSE_MAX
                 || memchr::memmem::find(&unread[from..], b"\n\n").is_some()
                 || memchr::memmem::find(&unread[from..], b"\n\r\n").is_some());
-        if !worth_parsing {
+        let head = if worth_parsing {
+            parse_head(unread)?
+        } else {
+            None
+        };
+        let Some(head) = head else {
+            // Not whole yet (or a blank line inside a value, say): read on.
             searched = unread.len();
             if searched > HEAD_MAX {
                 return Err(WireError::Protocol("response head too long".into()));
             }
             reader.fill_or_closed()?;
             continue;
-        }
-        let (head_len, status, version, framing, close, keep_alive_asked, retry_after) = {
-            let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
-            let mut response = httparse::Response::new(&mut headers);
-            let parsed = response
-                .parse(reader.unread())
-                .map_err(|e| WireError::Protocol(e.to_string()))?;
-            let httparse::Status::Complete(head_len) = parsed else {
-                // A blank line inside a value, say: read on.
-                searched = reader.unread().len();
-                if searched > HEAD_MAX {
-                    return Err(WireError::Protocol("response head too long".into()));
-                }
-                reader.fill_or_closed()?;
-                continue;
-            };
-            let status = response.code.unwrap_or(0);
-            let mut framing = Framing::UntilClose;
-            let (mut close, mut keep_alive_asked, mut retry_after) = (false, false, None);
-            for h in response.headers.iter() {
-                let value = std::str::from_utf8(h.value).unwrap_or("").trim();
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    let n = value
-                        .parse::<u64>()
-                        .map_err(|_| WireError::Protocol(format!("content-length {value:?}")))?;
-                    if !matches!(framing, Framing::Chunked) {
-                        framing = Framing::Length(n);
-                    }
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    if value.to_ascii_lowercase().ends_with("chunked") {
-                        framing = Framing::Chunked;
-                    } else {
-                        framing = Framing::UntilClose;
-                    }
-                } else if h.name.eq_ignore_ascii_case("connection") {
-                    let value = value.to_ascii_lowercase();
-                    close |= value.split(',').any(|t| t.trim() == "close");
-                    keep_alive_asked |= value.split(',').any(|t| t.trim() == "keep-alive");
-                } else if h.name.eq_ignore_ascii_case("retry-after") {
-                    retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
-                }
-            }
-            (
-                head_len,
-                status,
-                response.version.unwrap_or(1),
-                framing,
-                close,
-                keep_alive_asked,
-                retry_after,
-            )
         };
-        reader.pos += head_len;
+        reader.pos += head.len;
         searched = 0;
-        if (100..200).contains(&status) {
+        if (100..200).contains(&head.status) {
             // An interim answer (100 Continue, 103): the real one follows.
-            if status == 101 {
+            if head.status == 101 {
                 return Err(WireError::Protocol(
                     "unexpected 101 Switching Protocols".into(),
                 ));
             }
             continue;
         }
-        let framing = if status == 204 || status == 304 {
+        let framing = if head.status == 204 || head.status == 304 {
             Framing::None
         } else {
-            framing
+            head.framing
         };
         let mut body = Vec::new();
-        let mut keep_alive = if version == 0 {
-            keep_alive_asked
+        let mut keep_alive = if head.version == 0 {
+            head.keep_alive_asked
         } else {
-            !close
+            !head.close
         };
         match framing {
             Framing::None => {}
@@ -479,8 +489,8 @@ pub(crate) fn read_response<S: Source + ?Sized>(
         // Bytes after the response were never asked for: do not reuse.
         keep_alive &= reader.pos == reader.end;
         return Ok(Response {
-            status,
-            retry_after,
+            status: head.status,
+            retry_after: head.retry_after,
             body,
             keep_alive,
         });
