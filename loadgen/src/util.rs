@@ -165,12 +165,8 @@ fn ticks_to_secs(ticks: f64) -> f64 {
 /// utime+stime of a process, in seconds.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised comm, which may contain spaces.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some(ticks_to_secs(utime + stime))
+    let (_, user, system) = parse_task_stat(&s)?;
+    Some(user + system)
 }
 
 /// CPU seconds (user, system) of each live thread of `pid`, by thread id,
@@ -198,7 +194,9 @@ pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<u32, (String, f64
     out
 }
 
-/// `(name, user s, system s)` from a `/proc/PID/task/TID/stat` line.
+/// `(name, user s, system s)` from a `/proc/PID/stat` or
+/// `/proc/PID/task/TID/stat` line (the name is parenthesised and may hold
+/// spaces and parentheses, so the fields are counted from the last `)`).
 fn parse_task_stat(stat: &str) -> Option<(String, f64, f64)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
