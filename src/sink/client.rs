@@ -411,7 +411,6 @@ impl Requester {
     fn attempt(&mut self, payload: &Payload) -> Outcome {
         let shared = Arc::clone(&self.shared);
         let deadline = super::later(Instant::now(), shared.timeout);
-        let timed_out = || format!("timed out after {:?}", shared.timeout);
         if self
             .conn
             .as_ref()
@@ -460,7 +459,7 @@ impl Requester {
             Err(error) => {
                 self.drop_conn();
                 let reason = match error {
-                    WireError::TimedOut => timed_out(),
+                    WireError::TimedOut => format!("timed out after {:?}", shared.timeout),
                     ref other => format!("request failed: {other}"),
                 };
                 return Outcome::Retry {
