@@ -748,11 +748,25 @@ fn gzip_body_decompresses_to_the_original() {
 /// Run one chunk through a sink named `name` and return the Authorization header seen.
 fn authorization_seen(name: &str) -> Option<String> {
     let server = Server::local(Vec::new(), ok());
-    let (sink, writer) = start(&config(name, server.url())).unwrap();
-    sink.offer(chunk(1, 1, 30)).unwrap();
-    writer.shutdown(soon(3));
-    assert_eq!(load(&sink.stats.lines_delivered), 1);
-    server.with(|s| s.requests[0].header("authorization").map(str::to_owned))
+    header_seen(&server, name, server.url(), 1, "authorization").1
+}
+
+/// Deliver one chunk of `lines` lines through a sink named `name` writing to
+/// `url` (served by `server`), require all of them delivered, and return the
+/// shutdown's report and the first request's `header`.
+fn header_seen(
+    server: &Server,
+    name: &str,
+    url: String,
+    lines: u32,
+    header: &str,
+) -> (ShutdownReport, Option<String>) {
+    let (sink, writer) = start(&config(name, url)).unwrap();
+    sink.offer(chunk(1, lines, 30)).unwrap();
+    let report = writer.shutdown(soon(3));
+    assert_eq!(load(&sink.stats.lines_delivered), u64::from(lines));
+    let seen = server.with(|s| s.requests[0].header(header).map(str::to_owned));
+    (report, seen)
 }
 
 #[test]
@@ -795,14 +809,9 @@ fn ipv6_loopback() {
         return;
     };
     let url = format!("http://[::1]:{}/write", server.addr.port());
-    let (sink, writer) = start(&config("ipv6", url)).unwrap();
-    sink.offer(chunk(1, 2, 30)).unwrap();
-    let report = writer.shutdown(soon(3));
+    let (report, host) = header_seen(&server, "ipv6", url, 2, "host");
     assert_eq!(report.lines_delivered, 2);
-    server.with(|s| {
-        let host = format!("[::1]:{}", server.addr.port());
-        assert_eq!(s.requests[0].header("host"), Some(&*host));
-    });
+    assert_eq!(host, Some(format!("[::1]:{}", server.addr.port())));
 }
 
 #[test]
@@ -811,14 +820,9 @@ fn a_host_name_is_resolved_and_every_address_tried() {
     // refuses here: the next address must be tried).
     let server = Server::local(Vec::new(), held());
     let url = format!("http://localhost:{}/write", server.addr.port());
-    let (sink, writer) = start(&config("by-name", url)).unwrap();
-    sink.offer(chunk(1, 3, 30)).unwrap();
-    let report = writer.shutdown(soon(3));
+    let (report, host) = header_seen(&server, "by-name", url, 3, "host");
     assert_eq!(report.lines_delivered, 3);
-    server.with(|s| {
-        let host = format!("localhost:{}", server.addr.port());
-        assert_eq!(s.requests[0].header("host"), Some(&*host));
-    });
+    assert_eq!(host, Some(format!("localhost:{}", server.addr.port())));
 }
 
 #[test]
