@@ -313,6 +313,24 @@ fn ratios(baseline: &verify::RunResult, sluice: &verify::RunResult) -> (f64, f64
     )
 }
 
+/// Print the two ratios of one baseline run and one sluice run under
+/// `== {title} ==`, and record them as `ratios` in the JSON.
+fn report_ratios(
+    title: &str,
+    baseline: &verify::RunResult,
+    sluice: &verify::RunResult,
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let (lines_ratio, cpu_ratio) = ratios(baseline, sluice);
+    println!("== {title} ==");
+    println!("  lines/s ratio (sluice / baseline): {lines_ratio:.3}");
+    println!("  cpu-s/GiB ratio (sluice / baseline): {cpu_ratio:.3}");
+    json.insert(
+        "ratios".into(),
+        serde_json::json!({"lines_per_s": lines_ratio, "cpu_s_per_gib": cpu_ratio}),
+    );
+}
+
 /// `verify --repeat N`: N runs of `sut`, or with `compare` N rounds of the
 /// baseline and sluice (alternating which goes first, so a drifting host
 /// weighs on both alike), each run summarised on one line (a failing one in
@@ -470,10 +488,12 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
             bests.push((fm, best));
         }
         if let [(fb, Some(b)), (fs, Some(s))] = &bests[..] {
-            let (lines_ratio, cpu_ratio) = ratios(b, s);
-            println!("== find-max: sluice vs baseline (best passing runs) ==");
-            println!("  lines/s ratio (sluice / baseline): {lines_ratio:.3}");
-            println!("  cpu-s/GiB ratio (sluice / baseline): {cpu_ratio:.3}");
+            report_ratios(
+                "find-max: sluice vs baseline (best passing runs)",
+                b,
+                s,
+                &mut json,
+            );
             if fb.sender_limited || fs.sender_limited {
                 println!(
                     "  note: sender-limited ({}); the lines ratio compares what the \
@@ -485,10 +505,6 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
                     }
                 );
             }
-            json.insert(
-                "ratios".into(),
-                serde_json::json!({"lines_per_s": lines_ratio, "cpu_s_per_gib": cpu_ratio}),
-            );
         }
         plot_run = bests.pop().and_then(|(_, best)| best);
     } else if a.repeat > 1 {
@@ -507,17 +523,10 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         verify::print_result(&b);
         let s = verify::run_once(&cfg, &sluice, cfg.rate, 2)?;
         verify::print_result(&s);
-        let (lines_ratio, cpu_ratio) = ratios(&b, &s);
-        println!("== sluice vs baseline ==");
-        println!("  lines/s ratio (sluice / baseline): {lines_ratio:.3}");
-        println!("  cpu-s/GiB ratio (sluice / baseline): {cpu_ratio:.3}");
+        report_ratios("sluice vs baseline", &b, &s, &mut json);
         ok = b.pass && s.pass;
         json.insert("baseline".into(), serde_json::to_value(&b)?);
         json.insert("sluice".into(), serde_json::to_value(&s)?);
-        json.insert(
-            "ratios".into(),
-            serde_json::json!({"lines_per_s": lines_ratio, "cpu_s_per_gib": cpu_ratio}),
-        );
         plot_run = Some(s);
     } else {
         let r = verify::run_once(&cfg, &sut, cfg.rate, 1)?;
