@@ -125,9 +125,7 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
         // A corpus is sent whole and in order, each line once per pass: packed
         // once, its datagrams split into one contiguous share per thread, which
         // each thread cycles through (one thread replays the file exactly).
-        let pass = LineSource::corpus(path)?
-            .build_pass(cfg.payload)
-            .expect("a corpus");
+        let pass = LineSource::corpus_pass(path, cfg.payload)?;
         threads = threads.min(pass.len());
         let per = pass.len().div_ceil(threads);
         let mut rest = pass.into_iter();

@@ -236,6 +236,24 @@ impl Synth {
     }
 }
 
+/// The non-empty lines of the corpus file at `path`, each with its newline.
+fn read_corpus(path: &str) -> Result<Vec<Vec<u8>>> {
+    let data = std::fs::read(path).with_context(|| format!("reading corpus {path}"))?;
+    let lines: Vec<Vec<u8>> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut v = l.to_vec();
+            v.push(b'\n');
+            v
+        })
+        .collect();
+    if lines.is_empty() {
+        bail!("corpus {path} has no lines");
+    }
+    Ok(lines)
+}
+
 /// Source of lines for packing.
 pub enum LineSource {
     Synth(Synth),
@@ -243,23 +261,6 @@ pub enum LineSource {
 }
 
 impl LineSource {
-    pub fn corpus(path: &str) -> Result<Self> {
-        let data = std::fs::read(path).with_context(|| format!("reading corpus {path}"))?;
-        let lines: Vec<Vec<u8>> = data
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let mut v = l.to_vec();
-                v.push(b'\n');
-                v
-            })
-            .collect();
-        if lines.is_empty() {
-            bail!("corpus {path} has no lines");
-        }
-        Ok(LineSource::Corpus { lines, next: 0 })
-    }
-
     /// Appends one line; returns its slot offsets relative to the start of `out`.
     fn push_line(&mut self, k: usize, out: &mut Vec<u8>) -> (u32, u32) {
         match self {
@@ -281,17 +282,12 @@ impl LineSource {
         self.pack(count, usize::MAX, payload, k0)
     }
 
-    /// A corpus packed once, in order: every line of the file in exactly one
-    /// datagram. `None` for the synthetic generator.
-    pub fn build_pass(&mut self, payload: usize) -> Option<Vec<Datagram>> {
-        match self {
-            LineSource::Corpus { lines, next } => {
-                let n = lines.len();
-                *next = 0;
-                Some(self.pack(usize::MAX, n, payload, 0))
-            }
-            LineSource::Synth(_) => None,
-        }
+    /// The corpus file at `path` packed once, in order: every line of the
+    /// file in exactly one datagram.
+    pub fn corpus_pass(path: &str, payload: usize) -> Result<Vec<Datagram>> {
+        let lines = read_corpus(path)?;
+        let n = lines.len();
+        Ok(LineSource::Corpus { lines, next: 0 }.pack(usize::MAX, n, payload, 0))
     }
 
     /// Up to `count` datagrams holding up to `max_lines` lines in all.
@@ -369,8 +365,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("sluice-corpus-{}.lp", std::process::id()));
         let text: String = (0..100_000).map(|i| format!("m,k=v{i} f={i}i\n")).collect();
         std::fs::write(&path, &text).unwrap();
-        let mut src = LineSource::corpus(path.to_str().unwrap()).unwrap();
-        let pass = src.build_pass(1400).unwrap();
+        let pass = LineSource::corpus_pass(path.to_str().unwrap(), 1400).unwrap();
         std::fs::remove_file(&path).unwrap();
         let sent: Vec<u8> = pass.iter().flat_map(|d| d.buf.iter().copied()).collect();
         assert_eq!(String::from_utf8(sent).unwrap(), text);
