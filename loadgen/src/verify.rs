@@ -633,11 +633,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         accounting_agrees: agrees,
         latency: lat,
         cpu_s: cpu,
-        cpu_s_per_gib: if received_bytes > 0.0 {
-            cpu / (received_bytes / GIB)
-        } else {
-            0.0
-        },
+        cpu_s_per_gib: per_gib(cpu, received_bytes),
         host_steal_s,
         cpu_by_thread,
         peak_rss_bytes: rss,
@@ -822,23 +818,25 @@ impl RepeatSummary {
     }
 }
 
+/// CPU seconds per GiB received (0 when nothing was received).
+fn per_gib(cpu_s: f64, received_bytes: f64) -> f64 {
+    if received_bytes > 0.0 {
+        cpu_s / (received_bytes / GIB)
+    } else {
+        0.0
+    }
+}
+
 fn cpu_per_gib_by_thread(runs: &[&RunResult]) -> Option<BTreeMap<String, (Spread, Spread)>> {
     let groups: std::collections::BTreeSet<&String> =
         runs.iter().flat_map(|r| r.cpu_by_thread.keys()).collect();
-    let per_gib = |r: &RunResult, seconds: f64| {
-        if r.received_bytes > 0.0 {
-            seconds / (r.received_bytes / GIB)
-        } else {
-            0.0
-        }
-    };
     let mut out = BTreeMap::new();
     for group in groups {
         let (mut user, mut system) = (Vec::new(), Vec::new());
         for r in runs {
             let t = r.cpu_by_thread.get(group);
-            user.push(per_gib(r, t.map_or(0.0, |t| t.user_s)));
-            system.push(per_gib(r, t.map_or(0.0, |t| t.system_s)));
+            user.push(per_gib(t.map_or(0.0, |t| t.user_s), r.received_bytes));
+            system.push(per_gib(t.map_or(0.0, |t| t.system_s), r.received_bytes));
         }
         out.insert(group.clone(), (Spread::of(&user)?, Spread::of(&system)?));
     }
