@@ -101,7 +101,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for index in 0..shard_count {
         let spec = ShardSpec {
             index,
-            core: if cores.is_empty() {
+            core: if cores.is_empty() || !config.listen.pin {
                 None
             } else {
                 Some(cores[index % cores.len()])

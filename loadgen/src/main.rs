@@ -189,6 +189,11 @@ struct VerifyArgs {
     /// sluice's receive path: auto (io_uring, else recvmmsg), on, or off (recvmmsg).
     #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
     io_uring: String,
+    /// Pin sluice's shards to CPUs (`listen.pin`). Off by default: the
+    /// sender and the sinks run on the same CPUs, where a pinned shard waits
+    /// for its one CPU while another is idle; the baseline is not pinned either.
+    #[arg(long, default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pin: bool,
     #[command(flatten)]
     gen: GenArgs,
 }
@@ -436,6 +441,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         progress: !a.no_progress,
         baseline_threads: a.baseline_threads,
         io_uring: a.io_uring,
+        pin: a.pin,
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

@@ -52,6 +52,10 @@ pub struct VerifyConfig {
     pub baseline_threads: usize,
     /// sluice's `listen.io_uring` (`auto`, `on` or `off`), to compare receive paths.
     pub io_uring: String,
+    /// sluice's `listen.pin`. Off by default: here the sender, the sinks and
+    /// the SUT share the host's CPUs (and the baseline's threads are not
+    /// pinned either).
+    pub pin: bool,
     pub quiet: bool,
 }
 
@@ -73,6 +77,7 @@ impl Default for VerifyConfig {
             progress: true,
             baseline_threads: 0,
             io_uring: "auto".into(),
+            pin: false,
             quiet: false,
         }
     }
@@ -203,9 +208,9 @@ pub fn default_sluice_path() -> PathBuf {
     }
 }
 
-fn sluice_config(sinks: &[SocketAddr], io_uring: &str) -> String {
+fn sluice_config(sinks: &[SocketAddr], io_uring: &str, pin: bool) -> String {
     let mut s = format!(
-        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\nio_uring = \"{io_uring}\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
@@ -280,7 +285,7 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
                 );
             }
             let conf = dir.join(format!("sluice-verify-{pid}-{tag}.toml"));
-            std::fs::write(&conf, sluice_config(sinks, &cfg.io_uring))?;
+            std::fs::write(&conf, sluice_config(sinks, &cfg.io_uring, cfg.pin))?;
             let mut c = Command::new(path);
             c.arg("--config").arg(conf);
             c

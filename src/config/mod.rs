@@ -193,6 +193,7 @@ struct RawDeadLetter {
 struct RawListen {
     udp: Option<Vec<String>>,
     shards: Option<usize>,
+    pin: Option<bool>,
     io_uring: Option<String>,
     read_buffer_size: Option<SizeValue>,
     max_datagram_size: Option<SizeValue>,
@@ -522,6 +523,7 @@ impl Validator<'_> {
         Ok(ListenConfig {
             udp,
             shards,
+            pin: raw.pin.unwrap_or(true),
             io_uring,
             read_buffer_size: self.range(
                 "listen.read_buffer_size",
@@ -802,6 +804,19 @@ mod tests {
         assert_eq!(Config::parse(&set, "t").unwrap().sinks[0].nice, -3);
         let e = err(&format!("{base}nice = 20\n"));
         assert!(e.contains("nice") && e.contains("-20..=19"), "{e}");
+    }
+
+    #[test]
+    fn pin_defaults_to_true_and_is_a_bool() {
+        assert!(Config::parse("", "t").unwrap().listen.pin);
+        assert!(
+            !Config::parse("[listen]\npin = false", "t")
+                .unwrap()
+                .listen
+                .pin
+        );
+        let e = err("[listen]\npin = \"no\"");
+        assert!(e.contains("pin"), "{e}");
     }
 
     #[test]

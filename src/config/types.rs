@@ -67,6 +67,9 @@ pub struct ListenConfig {
     pub udp: Vec<SocketAddr>,
     /// 0 = one shard per CPU in the affinity mask.
     pub shards: usize,
+    /// Pin shard i to the i-th CPU of the affinity mask (the dedicated-host
+    /// setting); `false` leaves placement to the scheduler.
+    pub pin: bool,
     pub io_uring: IoUringMode,
     /// Requested SO_RCVBUF per socket.
     pub read_buffer_size: usize,

@@ -83,6 +83,59 @@ fn admin_endpoints() {
     }));
 }
 
+/// `Cpus_allowed_list` of each `shard-*` thread of `pid`, and of the process.
+fn shard_cpu_lists(pid: u32) -> (Vec<String>, String) {
+    let allowed = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .expect("Cpus_allowed_list in /proc status")
+    };
+    let process = allowed(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap());
+    let mut shards = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.starts_with("shard-") {
+            shards.push(allowed(
+                &std::fs::read_to_string(task.join("status")).unwrap(),
+            ));
+        }
+    }
+    (shards, process)
+}
+
+/// A CPU list such as `0-3,6` holds exactly one CPU.
+fn single_cpu(list: &str) -> bool {
+    !list.contains(',') && !list.contains('-')
+}
+
+#[test]
+fn shards_are_pinned_unless_pin_is_false() {
+    let pinned = Sluice::start(&base_config("auto"));
+    let (shards, process) = shard_cpu_lists(pinned.pid());
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    for list in &shards {
+        assert!(
+            single_cpu(list),
+            "pinned shard allowed on {list} ({process} for the process)"
+        );
+    }
+    if !single_cpu(&process) {
+        // Two shards on a host with two or more CPUs sit on different ones.
+        assert_ne!(shards[0], shards[1], "{shards:?}");
+    }
+
+    let config = base_config("auto").replace("shards = 2", "shards = 2\npin = false");
+    let free = Sluice::start(&config);
+    let (shards, process) = shard_cpu_lists(free.pid());
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    for list in &shards {
+        assert_eq!(list, &process, "an unpinned shard keeps the process's CPUs");
+    }
+}
+
 #[test]
 fn bad_config_refuses_to_start_and_names_the_key() {
     let dir = std::env::temp_dir().join(format!("sluice-badcfg-{}", std::process::id()));

@@ -361,6 +361,10 @@ impl Sluice {
         panic!("sluice never became ready");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn metrics(&self) -> Metrics {
         let (status, body) = http_get(self.admin, "/metrics").expect("scrape /metrics");
         assert_eq!(status, 200);
