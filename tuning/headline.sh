@@ -10,6 +10,7 @@
 #   SLUICE, LOADGEN   binaries (default: target/release/…; build with
 #                     `cargo build --release --workspace`, or carry them)
 #   RATE=1GiB/s DURATION=30s PAYLOAD=8192 THREADS=4 REPEAT=1 MAX_LOSS=0.001%
+#   PIN=false         sluice's listen.pin (the sender shares the host's CPUs)
 # THREADS is the sender's thread count: one moves ≈200k datagrams/s, so
 # 1 GiB/s needs about 1 at 8 KiB and 4 at 1400 B; give it headroom.
 set -euo pipefail
@@ -40,6 +41,6 @@ bash tuning/apply.sh 2>&1 | tee "$out/tuning.txt" || true
     --sluice "$sluice" \
     --rate "${RATE:-1GiB/s}" --duration "${DURATION:-30s}" \
     --payload "${PAYLOAD:-8192}" --threads "${THREADS:-4}" --sources 16 \
-    --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" \
+    --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" --pin "${PIN:-false}" \
     --json "$out/headline.json" --plot "$out/headline.svg" --no-progress \
     | tee "$out/headline.txt"
