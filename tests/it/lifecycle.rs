@@ -106,7 +106,7 @@ fn shard_cpu_lists(pid: u32) -> (Vec<String>, String) {
     (shards, process)
 }
 
-/// A CPU list such as `0-3,6` holds exactly one CPU.
+/// Whether a CPU list in `/proc`'s syntax (`0-3,6`) names exactly one CPU.
 fn single_cpu(list: &str) -> bool {
     !list.contains(',') && !list.contains('-')
 }
