@@ -118,6 +118,64 @@ fn sink_down_for_refuses_then_accepts() {
     assert_eq!(s.ports[0].stats().lines, 1);
 }
 
+/// The sequence bitmap counts exactly: lines missing from the run show as
+/// `max_seq + 1 - unique_seq`, a line sent twice as a duplicate, a line
+/// without a seq field as `no_seq`, over several requests and connections.
+#[test]
+fn sink_counts_gaps_duplicates_and_unnumbered_lines_exactly() {
+    let s = sink::start(sink_cfg()).unwrap();
+    let line = |seq: u64| format!("cpu,host=a usage=1.5,seq={seq:012}i 1700000000000000000\n");
+    // seq 0..1000 except 100..150 (50 lost), across two connections.
+    let mut first = Client::new(url(s.addrs()[0]), Duration::from_secs(2));
+    let mut second = Client::new(url(s.addrs()[0]), Duration::from_secs(2));
+    let body: String = (0..500)
+        .filter(|q| !(100..150).contains(q))
+        .map(line)
+        .collect();
+    assert_eq!(first.post(body.as_bytes()).unwrap(), 204);
+    let body: String = (500..1000).map(line).collect();
+    assert_eq!(second.post(body.as_bytes()).unwrap(), 204);
+    // 7 lines again (a retried request delivered twice), 3 without seq, and
+    // a comment and a blank line that are not lines at all.
+    let mut again: String = (990..997).map(line).collect();
+    again.push_str("cpu usage=1 1\ncpu,host=b usage=2\ncpu seq=12 1\n# comment\n\n");
+    assert_eq!(first.post(again.as_bytes()).unwrap(), 204);
+
+    let st = s.ports[0].stats();
+    assert_eq!(st.requests, 3);
+    assert_eq!(st.lines, 950 + 7 + 3);
+    assert_eq!(st.unique_seq, 950);
+    assert_eq!(st.duplicates, 7);
+    assert_eq!(
+        st.no_seq, 3,
+        "`seq=12` is a float, not blast's integer field"
+    );
+    assert_eq!(st.max_seq, Some(999));
+    assert_eq!(st.max_seq.unwrap() + 1 - st.unique_seq, 50, "lost lines");
+}
+
+/// `--delay` holds every answer, so a writer's timeout and queueing can be
+/// tested against a slow backend.
+#[test]
+fn sink_delay_holds_each_answer() {
+    let mut cfg = sink_cfg();
+    cfg.delay = Duration::from_millis(300);
+    let s = sink::start(cfg).unwrap();
+    let mut c = Client::new(url(s.addrs()[0]), Duration::from_secs(5));
+    for _ in 0..2 {
+        let started = Instant::now();
+        assert_eq!(c.post(b"m f=1i 1\n").unwrap(), 204);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300),
+            "answered after {took:?}"
+        );
+    }
+    // A client that gives up first sees a timeout, not an answer.
+    let mut impatient = Client::new(url(s.addrs()[0]), Duration::from_millis(100));
+    assert!(impatient.post(b"m f=1i 1\n").is_err());
+}
+
 #[test]
 fn sink_gzip_and_stats() {
     let s = sink::start(sink_cfg()).unwrap();
