@@ -66,6 +66,8 @@ pub struct PortState {
     no_seq: AtomicU64,
     out_of_range: AtomicU64,
     bad_requests: AtomicU64,
+    /// Wall-clock ns (`util::now_ns`) of the last accepted request's arrival.
+    last_arrival_ns: AtomicU64,
     seq: Mutex<SeqState>,
 }
 
@@ -93,6 +95,9 @@ pub struct PortStats {
     pub max_seq: Option<u64>,
     pub latency: Latency,
     pub negative_latency: u64,
+    /// Wall-clock ns of the last accepted request's arrival (0: none yet).
+    #[serde(default)]
+    pub last_arrival_ns: u64,
 }
 
 impl PortState {
@@ -107,6 +112,7 @@ impl PortState {
             no_seq: AtomicU64::new(0),
             out_of_range: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
+            last_arrival_ns: AtomicU64::new(0),
             seq: Mutex::new(SeqState {
                 bits: Vec::new(),
                 unique: 0,
@@ -148,6 +154,7 @@ impl PortState {
                 max_ns: h.max(),
             },
             negative_latency: s.negative_latency,
+            last_arrival_ns: self.last_arrival_ns.load(Relaxed),
         }
     }
 
@@ -374,6 +381,7 @@ fn serve_conn(
                 };
                 st.decoded_bytes.fetch_add(data.len() as u64, Relaxed);
                 account(st, cfg, data, arrival, &mut seqs, &mut lats);
+                st.last_arrival_ns.fetch_max(arrival, Relaxed);
                 http::write_response(&mut w, 204, "", b"")?;
             }
         } else {

@@ -122,8 +122,12 @@ pub struct RunResult {
     pub received_lines_per_s: f64,
     pub sinks: Vec<SinkResult>,
     pub out_bytes_total: u64,
+    /// Output over `out_window_s`: from the blast's start to the last
+    /// body's arrival (never shorter than the blast).
     pub out_bytes_per_s: f64,
     pub out_lines_per_s: f64,
+    #[serde(default)]
+    pub out_window_s: f64,
     pub amplification: f64,
     pub amplification_bytes: f64,
     /// Offered lines that never reached the SUT's counters (kernel drops etc.).
@@ -410,6 +414,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let progress = Arc::new(Progress::default());
     let p2 = progress.clone();
     let t_start = Instant::now();
+    let t_start_ns = util::now_ns();
     let blaster = std::thread::spawn(move || blast::run(&bcfg, p2));
     let pb = if cfg.progress && std::io::stdout().is_terminal() {
         let pb = indicatif::ProgressBar::new(cfg.duration.as_millis() as u64);
@@ -424,7 +429,6 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let mut samples = Vec::new();
     let mut last_out = 0u64;
     let mut last_change = Instant::now();
-    let mut last_change_t = 0.0;
     let mut drained = false;
     let mut blast_done_at: Option<Instant> = None;
     // Sample every 250 ms; stop once the blast is over and sink line counts have been
@@ -446,7 +450,6 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         if out_lines != last_out {
             last_out = out_lines;
             last_change = Instant::now();
-            last_change_t = t;
         }
         pb.set_position((t * 1000.0) as u64);
         pb.set_message(format!(
@@ -501,7 +504,14 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
 
     let offered = blast.lines;
     let expected_seqs = blast.seq_end;
-    let active = last_change_t.max(blast.elapsed_s).max(1e-3);
+    // The output's window: from the blast's start to the last body's exact
+    // arrival, so the rate is not cut by the 250 ms sampling above.
+    let last_arrival_s = sinks
+        .ports
+        .iter()
+        .map(|p| p.stats().last_arrival_ns.saturating_sub(t_start_ns) as f64 / 1e9)
+        .fold(0.0, f64::max);
+    let active = last_arrival_s.max(blast.elapsed_s).max(1e-3);
     let mut sink_results = Vec::new();
     let mut hist: Option<hdrhistogram::Histogram<u64>> = None;
     for (i, p) in sinks.ports.iter().enumerate() {
@@ -620,6 +630,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         out_bytes_total: out_total,
         out_bytes_per_s: out_total as f64 / active,
         out_lines_per_s: sink_results.iter().map(|s| s.lines).sum::<u64>() as f64 / active,
+        out_window_s: active,
         sinks: sink_results,
         amplification: amp,
         amplification_bytes: if blast.bytes > 0 {
@@ -689,9 +700,12 @@ pub fn print_result(r: &RunResult) {
         );
     }
     println!(
-        "  total out : {:>12}/s  {:>10} lines/s",
+        "  total out : {:>12}/s  {:>10} lines/s  (over {:.2}s: the blast's {:.2}s and {:.2}s until the last body arrived)",
         fmt_bytes(r.out_bytes_per_s),
-        fmt_count(r.out_lines_per_s)
+        fmt_count(r.out_lines_per_s),
+        r.out_window_s,
+        b.elapsed_s,
+        (r.out_window_s - b.elapsed_s).max(0.0)
     );
     println!(
         "  amplification: {:.2}x lines ({:.2}x bytes)",

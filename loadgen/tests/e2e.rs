@@ -152,6 +152,8 @@ fn sink_counts_gaps_duplicates_and_unnumbered_lines_exactly() {
     );
     assert_eq!(st.max_seq, Some(999));
     assert_eq!(st.max_seq.unwrap() + 1 - st.unique_seq, 50, "lost lines");
+    let now = sluice_loadgen::util::now_ns();
+    assert!(st.last_arrival_ns > now - 10_000_000_000 && st.last_arrival_ns <= now);
 }
 
 /// `--delay` holds every answer, so a writer's timeout and queueing can be
@@ -247,6 +249,20 @@ fn verify_baseline_amplifies_4x_without_loss() {
     assert_eq!(r["lost_lines_max"].as_u64(), Some(0));
     assert!(r["blast"]["lines"].as_u64().unwrap() > 10_000);
     assert_eq!(r["accounting_agrees"].as_bool(), Some(true));
+    // The output rate is over the blast plus the time the last bodies took to
+    // arrive (the relay's batching), not the drain check's flat second.
+    let blast_s = r["blast"]["elapsed_s"].as_f64().unwrap();
+    let window = r["out_window_s"].as_f64().unwrap();
+    assert!(
+        window >= blast_s && window < blast_s + 1.0,
+        "{window} {blast_s}"
+    );
+    let out_total = r["out_bytes_total"].as_u64().unwrap() as f64;
+    let out_rate = r["out_bytes_per_s"].as_f64().unwrap();
+    assert!(
+        (out_rate * window - out_total).abs() < 1.0,
+        "{out_rate} {window}"
+    );
     // Where the relay's CPU went, by thread group: the receivers worked (at
     // this rate the writers' share can round to zero ticks, but they are
     // listed), and the groups add up to no more than the process total.
