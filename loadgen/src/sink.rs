@@ -395,6 +395,98 @@ fn serve_conn(
     Ok(())
 }
 
+/// Longest digit run taken as a seq or a timestamp (always fits a `u64`).
+const DIGITS_MAX: usize = 19;
+
+/// Where the line's timestamp starts: the line ends in a space and 1 to 19
+/// digits. (The same as "everything after the last space, if it is 1 to 19
+/// digits", found from the end without searching the line.)
+fn timestamp_start(line: &[u8]) -> Option<usize> {
+    // Trailing digits, eight at a time, then one at a time, up to one more
+    // than a timestamp may have.
+    let mut digits = 0;
+    while digits + 8 <= DIGITS_MAX + 1 && digits + 8 <= line.len() {
+        let at = line.len() - digits - 8;
+        if !all_digits(load8(&line[at..at + 8])) {
+            break;
+        }
+        digits += 8;
+    }
+    while digits <= DIGITS_MAX
+        && digits < line.len()
+        && line[line.len() - 1 - digits].is_ascii_digit()
+    {
+        digits += 1;
+    }
+    let at = line.len() - digits;
+    (at > 0 && line[at - 1] == b' ' && (1..=DIGITS_MAX).contains(&digits)).then_some(at)
+}
+
+/// `blast`'s own shape, read at fixed offsets: `seq=` and `SEQ_WIDTH`
+/// digits and `i`, ending right before the timestamp's space at `space`.
+/// When it matches, it is the line's last `seq=` (nothing after it can hold
+/// an `s`), so the answer is the one `find_seq` would give.
+fn blast_seq(line: &[u8], space: usize) -> Option<u64> {
+    const FIELD: usize = 4 + crate::gen::SEQ_WIDTH + 1;
+    let field = line.get(space.checked_sub(FIELD)?..space)?;
+    if &field[..4] != b"seq=" || field[FIELD - 1] != b'i' {
+        return None;
+    }
+    digits_value(&field[4..FIELD - 1])
+}
+
+/// The generic form: the last `seq=` in the line, then 1 to 19 digits and `i`.
+fn find_seq(finder: &memchr::memmem::FinderRev<'_>, line: &[u8]) -> Option<u64> {
+    let p = finder.rfind(line)?;
+    let d = &line[p + 4..];
+    let len = d.iter().take_while(|b| b.is_ascii_digit()).count();
+    if len == 0 || len > DIGITS_MAX || d.get(len) != Some(&b'i') {
+        return None;
+    }
+    digits_value(&d[..len])
+}
+
+/// The value of 1 to 19 ASCII digits, else `None`.
+fn digits_value(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > DIGITS_MAX {
+        return None;
+    }
+    let mut value = 0u64;
+    let mut eights = digits.chunks_exact(8);
+    for chunk in &mut eights {
+        let x = load8(chunk);
+        if !all_digits(x) {
+            return None;
+        }
+        value = value * 100_000_000 + eight_digits(x);
+    }
+    eights.remainder().iter().try_fold(value, |value, &b| {
+        b.is_ascii_digit().then(|| value * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Eight bytes as a little-endian word: the first byte is the lowest.
+fn load8(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[..8].try_into().expect("eight bytes"))
+}
+
+/// Whether all eight bytes of `x` are ASCII digits: high nibble 3, and
+/// adding 6 does not carry out of the low nibble.
+fn all_digits(x: u64) -> bool {
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    x & HIGH == THREES && x.wrapping_add(0x0606_0606_0606_0606) & HIGH == THREES
+}
+
+/// The value of eight ASCII digits (checked by `all_digits`), first byte
+/// most significant: pairs, then fours, then the eight, by multiply and shift.
+fn eight_digits(x: u64) -> u64 {
+    let x = x - 0x3030_3030_3030_3030;
+    let x = (x * 10 + (x >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let x = (x * 100 + (x >> 16)) & 0x0000_ffff_0000_ffff;
+    (x * 10_000 + (x >> 32)) & 0xffff_ffff
+}
+
 /// Counts lines; with check_seq also parses `seq=NNNi` and the timestamp of each line.
 fn account(
     st: &PortState,
@@ -414,34 +506,30 @@ fn account(
     }
     seqs.clear();
     lats.clear();
-    let finder = memchr::memmem::Finder::new(b"seq=");
+    let finder = memchr::memmem::FinderRev::new(b"seq=");
     let mut n = 0u64;
     let mut no_seq = 0u64;
-    for line in data.split(|&b| b == b'\n') {
+    let mut from = 0;
+    while from < data.len() {
+        let end = memchr::memchr(b'\n', &data[from..]).map_or(data.len(), |i| from + i);
+        let line = &data[from..end];
+        from = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() || line[0] == b'#' {
             continue;
         }
         n += 1;
-        // The seq field sits right before the timestamp; search from the last occurrence.
-        let seq = finder.find_iter(line).last().and_then(|p| {
-            let d = &line[p + 4..];
-            let len = d.iter().take_while(|b| b.is_ascii_digit()).count();
-            if len == 0 || len > 19 || d.get(len) != Some(&b'i') {
-                return None;
-            }
-            std::str::from_utf8(&d[..len]).ok()?.parse::<u64>().ok()
-        });
+        let ts_start = timestamp_start(line);
+        let seq = ts_start
+            .and_then(|at| blast_seq(line, at - 1))
+            .or_else(|| find_seq(&finder, line));
         match seq {
             Some(s) => seqs.push(s),
             None => no_seq += 1,
         }
-        if let Some(sp) = memchr::memrchr(b' ', line) {
-            let ts = &line[sp + 1..];
-            if !ts.is_empty() && ts.len() <= 19 && ts.iter().all(|b| b.is_ascii_digit()) {
-                if let Ok(v) = std::str::from_utf8(ts).unwrap_or("x").parse::<u64>() {
-                    lats.push(arrival as i64 - cfg.precision.to_ns(v) as i64);
-                }
+        if let Some(at) = ts_start {
+            if let Some(v) = digits_value(&line[at..]) {
+                lats.push(arrival as i64 - cfg.precision.to_ns(v) as i64);
             }
         }
     }
@@ -474,6 +562,111 @@ fn account(
             g.hist.saturating_record(1);
         } else {
             g.hist.saturating_record(l as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The sink's first per-line reading, kept as the oracle: the last
+    /// `seq=`, searched for; the timestamp after the last space.
+    fn reference(line: &[u8]) -> (Option<u64>, Option<u64>) {
+        let seq = memchr::memmem::find_iter(line, b"seq=")
+            .last()
+            .and_then(|p| {
+                let d = &line[p + 4..];
+                let len = d.iter().take_while(|b| b.is_ascii_digit()).count();
+                if len == 0 || len > 19 || d.get(len) != Some(&b'i') {
+                    return None;
+                }
+                std::str::from_utf8(&d[..len]).ok()?.parse::<u64>().ok()
+            });
+        let ts = memchr::memrchr(b' ', line).and_then(|sp| {
+            let ts = &line[sp + 1..];
+            (!ts.is_empty() && ts.len() <= 19 && ts.iter().all(|b| b.is_ascii_digit()))
+                .then(|| std::str::from_utf8(ts).unwrap().parse::<u64>().unwrap())
+        });
+        (seq, ts)
+    }
+
+    fn fast(line: &[u8]) -> (Option<u64>, Option<u64>) {
+        let finder = memchr::memmem::FinderRev::new(b"seq=");
+        let ts_start = timestamp_start(line);
+        let seq = ts_start
+            .and_then(|at| blast_seq(line, at - 1))
+            .or_else(|| find_seq(&finder, line));
+        (seq, ts_start.and_then(|at| digits_value(&line[at..])))
+    }
+
+    #[test]
+    fn reads_blast_lines_and_odd_ones() {
+        let cases: &[(&[u8], (Option<u64>, Option<u64>))] = &[
+            (
+                b"cpu,host=a u=1.5,seq=000000000042i 1700000000000000000",
+                (Some(42), Some(1_700_000_000_000_000_000)),
+            ),
+            (b"cpu u=1,seq=7i 12", (Some(7), Some(12))),
+            (
+                b"cpu seq=000000000001i,seq=000000000002i 5",
+                (Some(2), Some(5)),
+            ),
+            (b"cpu seq=000000000001i", (Some(1), None)),
+            (b"cpu u=1 12345678901234567890", (None, None)),
+            (b"12345", (None, None)),
+            (b" 12345", (None, Some(12345))),
+            (b"cpu u=1 ", (None, None)),
+            (b"cpu u=1 1a", (None, None)),
+        ];
+        for (line, want) in cases {
+            assert_eq!(fast(line), *want, "{}", String::from_utf8_lossy(line));
+            assert_eq!(reference(line), *want, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn eight_digit_words() {
+        for v in [
+            0u64, 1, 9, 10, 12_345_678, 99_999_999, 10_000_000, 40_302_010,
+        ] {
+            let text = format!("{v:08}");
+            let x = load8(text.as_bytes());
+            assert!(all_digits(x), "{text}");
+            assert_eq!(eight_digits(x), v, "{text}");
+        }
+        for text in ["1234567/", "1234567:", "a2345678", "1234 678", "\x0012345"] {
+            let mut bytes = [b'0'; 8];
+            bytes[..text.len().min(8)].copy_from_slice(&text.as_bytes()[..text.len().min(8)]);
+            assert!(!all_digits(load8(&bytes)), "{text}");
+        }
+        for b in 0..=255u8 {
+            let mut bytes = *b"12345678";
+            bytes[5] = b;
+            assert_eq!(all_digits(load8(&bytes)), b.is_ascii_digit(), "{b}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20000, ..ProptestConfig::default() })]
+
+        /// Lines built from the bytes that matter read the same as the oracle.
+        #[test]
+        fn fast_reading_is_the_reference(line in proptest::collection::vec(
+            prop_oneof![
+                8 => prop::sample::select(&b"0123456789"[..]),
+                2 => prop::sample::select(&b"seq=i ,ab"[..]),
+                1 => any::<u8>(),
+            ], 0..60),
+            tail in prop_oneof![
+                Just(Vec::new()),
+                (0u64..1_000_000_000_000, 0u64..u64::MAX)
+                    .prop_map(|(q, t)| format!("seq={q:012}i {t}").into_bytes()),
+            ]) {
+            let mut line = line;
+            line.extend_from_slice(&tail);
+            prop_assert_eq!(fast(&line), reference(&line));
         }
     }
 }
