@@ -573,7 +573,7 @@ mod tests {
 
     /// The sink's first per-line reading, kept as the oracle: the last
     /// `seq=`, searched for; the timestamp after the last space.
-    fn reference(line: &[u8]) -> (Option<u64>, Option<u64>) {
+    fn reference(line: &[u8]) -> Reading {
         let seq = memchr::memmem::find_iter(line, b"seq=")
             .last()
             .and_then(|p| {
@@ -592,7 +592,10 @@ mod tests {
         (seq, ts)
     }
 
-    fn fast(line: &[u8]) -> (Option<u64>, Option<u64>) {
+    /// A line's seq and timestamp, as read.
+    type Reading = (Option<u64>, Option<u64>);
+
+    fn fast(line: &[u8]) -> Reading {
         let finder = memchr::memmem::FinderRev::new(b"seq=");
         let ts_start = timestamp_start(line);
         let seq = ts_start
@@ -603,7 +606,7 @@ mod tests {
 
     #[test]
     fn reads_blast_lines_and_odd_ones() {
-        let cases: &[(&[u8], (Option<u64>, Option<u64>))] = &[
+        let cases: &[(&[u8], Reading)] = &[
             (
                 b"cpu,host=a u=1.5,seq=000000000042i 1700000000000000000",
                 (Some(42), Some(1_700_000_000_000_000_000)),
