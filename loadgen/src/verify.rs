@@ -987,7 +987,19 @@ pub struct ThreadCpu {
     pub system_s: f64,
 }
 
-/// Doubling from the start rate until a trial fails, then bisection; bounded steps.
+/// Times a search runs a trial again when host steal, not the SUT or the
+/// sender, decided its outcome.
+const STARVED_RERUNS: usize = 2;
+
+/// Whether a run lost more than a tenth of the host's CPU time to the
+/// hypervisor (steal), so a sender that fell short of its rate was starved
+/// rather than at its limit.
+fn starved(steal_s: f64, elapsed_s: f64, cpus: usize) -> bool {
+    steal_s > 0.1 * elapsed_s * cpus as f64
+}
+
+/// Doubling from the start rate until a trial fails, then bisection; bounded
+/// steps (a trial run again because of host steal does not count as one).
 pub fn find_max(
     cfg: &VerifyConfig,
     sut: &Sut,
@@ -1003,7 +1015,10 @@ pub fn find_max(
     let mut trials = Vec::new();
     let mut tag = 100;
     let mut sender_limited = false;
-    for _ in 0..steps.max(1) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut reruns = 0;
+    let mut step = 0;
+    while step < steps.max(1) {
         tag += 1;
         let res = run_once(cfg, sut, r, tag)?;
         if !cfg.quiet {
@@ -1015,15 +1030,31 @@ pub fn find_max(
                 if res.pass { "ok" } else { "too much loss" }
             );
         }
-        trials.push((r.to_string(), res.pass, res.blast.bytes_per_s));
         let v = r.value();
         // Search on what was actually offered: the sender may fall short of the ask.
         let achieved = match r {
             Rate::LinesPerSec(_) => res.blast.lines_per_s,
             _ => res.blast.bytes_per_s,
         };
+        // A loss, or a sender short of its rate, while the hypervisor held
+        // the host's CPUs says nothing about either relay or the sender.
+        let short = res.pass && achieved < 0.9 * v;
+        if (short || !res.pass)
+            && starved(res.host_steal_s, res.blast.elapsed_s, cpus)
+            && reruns < STARVED_RERUNS
+        {
+            reruns += 1;
+            if !cfg.quiet {
+                println!(
+                    "  the host stole {:.1}s of CPU during this trial: not counted; running it again",
+                    res.host_steal_s
+                );
+            }
+            continue;
+        }
+        trials.push((r.to_string(), res.pass, res.blast.bytes_per_s));
         if res.pass {
-            if achieved < 0.9 * v {
+            if short {
                 if !cfg.quiet {
                     println!(
                         "  sender-limited: asked {r}, offered {}/s; the SUT kept up with all the sender could do (try --threads)",
@@ -1053,6 +1084,7 @@ pub fn find_max(
             Rate::LinesPerSec(_) => Rate::LinesPerSec(next),
             _ => Rate::BytesPerSec(next),
         };
+        step += 1;
     }
     let best = lo.map(|(_, res)| res);
     Ok((
@@ -1068,7 +1100,17 @@ pub fn find_max(
 
 #[cfg(test)]
 mod tests {
-    use super::Spread;
+    use super::{starved, Spread};
+
+    #[test]
+    fn starved_means_a_tenth_of_the_hosts_cpu_stolen() {
+        // 6 s on 2 CPUs is 12 CPU-seconds: more than 1.2 s stolen is starved.
+        assert!(!starved(0.0, 6.0, 2));
+        assert!(!starved(1.2, 6.0, 2));
+        assert!(starved(1.3, 6.0, 2));
+        assert!(starved(6.6, 6.0, 2));
+        assert!(!starved(6.6, 6.0, 16));
+    }
 
     #[test]
     fn spread_takes_the_middle() {
