@@ -336,6 +336,183 @@ fn report_ratios(
     );
 }
 
+/// One `find-max` search of `sut`, printed; the best passing run, if any.
+fn search(
+    cfg: &verify::VerifyConfig,
+    sut: &verify::Sut,
+    steps: usize,
+) -> Result<(verify::FindMax, Option<verify::RunResult>)> {
+    let (fm, best) = verify::find_max(cfg, sut, cfg.rate, steps)?;
+    match &best {
+        Some(b) => {
+            verify::print_result(b);
+            println!(
+                "find-max: highest passing rate {} (achieved {}/s){}",
+                fm.best_rate.as_deref().unwrap_or("-"),
+                util::fmt_bytes(fm.best_bytes_per_s),
+                if fm.sender_limited {
+                    "; sender-limited: the SUT kept up with all the sender could do"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => println!("find-max: no rate passed"),
+    }
+    Ok((fm, best))
+}
+
+/// The note under a comparison when a search stopped at the sender's limit.
+fn sender_limited_note(baseline: bool, sluice: bool) {
+    if baseline || sluice {
+        println!(
+            "  note: sender-limited ({}); the lines ratio compares what the \
+             sender reached beside each, not either one's ceiling",
+            match (baseline, sluice) {
+                (true, true) => "both searches",
+                (true, false) => "the baseline's search",
+                _ => "sluice's search",
+            }
+        );
+    }
+}
+
+/// `verify --find-max`: one search of `sut`, or with `compare` one of the
+/// baseline and then one of sluice, compared by their best passing runs.
+/// With `rounds` > 1 (`--repeat`), that many rounds (alternating which is
+/// searched first), then the medians and ranges of the ratios: on a noisy
+/// host, and where the sender is the limit, one search decides little.
+/// Returns whether every search found a passing rate, and the last sluice
+/// best run (or the last best run) for the plot.
+fn find_max_rounds(
+    cfg: &verify::VerifyConfig,
+    sut: &verify::Sut,
+    sluice: &verify::Sut,
+    compare: bool,
+    (rounds, steps): (usize, usize),
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(bool, Option<verify::RunResult>)> {
+    let mut ok = true;
+    let mut last = None;
+    let mut per_round = Vec::new();
+    for round in 1..=rounds {
+        let label = |name: &str| {
+            if rounds > 1 {
+                format!("== find-max, round {round}: {name} ==")
+            } else {
+                format!("== find-max: {name} ==")
+            }
+        };
+        if !compare {
+            if rounds > 1 {
+                println!("{}", label(sut.name()));
+            }
+            let (fm, best) = search(cfg, sut, steps)?;
+            ok &= best.is_some();
+            if rounds == 1 {
+                json.insert("find_max".into(), serde_json::to_value(&fm)?);
+                json.insert("best".into(), serde_json::to_value(&best)?);
+            } else {
+                per_round.push(serde_json::json!({"find_max": fm, "best": best}));
+            }
+            last = best.or(last);
+            continue;
+        }
+        // The baseline first in odd rounds (and in a single search), sluice
+        // first in even ones, so a drifting host weighs on both alike.
+        let baseline_first = round % 2 == 1;
+        let mut b = None;
+        let mut s = None;
+        for turn in 0..2 {
+            if (turn == 0) == baseline_first {
+                println!("{}", label("baseline"));
+                b = Some(search(cfg, &verify::Sut::Baseline, steps)?);
+            } else {
+                println!("{}", label("sluice"));
+                s = Some(search(cfg, sluice, steps)?);
+            }
+        }
+        let ((fb, bb), (fs, bs)) = (b.expect("searched"), s.expect("searched"));
+        ok &= bb.is_some() && bs.is_some();
+        let ratio = match (&bb, &bs) {
+            (Some(b), Some(s)) => {
+                let (lines, cpu) = ratios(b, s);
+                if rounds == 1 {
+                    report_ratios(
+                        "find-max: sluice vs baseline (best passing runs)",
+                        b,
+                        s,
+                        json,
+                    );
+                } else {
+                    println!(
+                        "  round {round} ratios (best passing runs): lines/s {lines:.3}  cpu-s/GiB {cpu:.3}"
+                    );
+                }
+                sender_limited_note(fb.sender_limited, fs.sender_limited);
+                Some((lines, cpu))
+            }
+            _ => None,
+        };
+        if rounds == 1 {
+            json.insert("find_max_baseline".into(), serde_json::to_value(&fb)?);
+            json.insert("best_baseline".into(), serde_json::to_value(&bb)?);
+            json.insert("find_max".into(), serde_json::to_value(&fs)?);
+            json.insert("best".into(), serde_json::to_value(&bs)?);
+        } else {
+            per_round.push(serde_json::json!({
+                "find_max_baseline": fb, "best_baseline": bb,
+                "find_max": fs, "best": bs,
+                "ratios": ratio.map(|(l, c)| serde_json::json!({"lines_per_s": l, "cpu_s_per_gib": c})),
+                "sender_limited": fb.sender_limited || fs.sender_limited,
+            }));
+        }
+        last = bs.or(last);
+    }
+    if rounds > 1 {
+        let field = |key: &str, sub: &str| -> Vec<f64> {
+            per_round
+                .iter()
+                .filter_map(|r| r[key][sub].as_f64().or_else(|| r[key].as_f64()))
+                .collect()
+        };
+        println!("== find-max, {rounds} rounds ==");
+        let summary = if compare {
+            let lines = verify::Spread::of(&field("ratios", "lines_per_s"));
+            let cpu = verify::Spread::of(&field("ratios", "cpu_s_per_gib"));
+            let limited = per_round
+                .iter()
+                .filter(|r| r["sender_limited"].as_bool() == Some(true))
+                .count();
+            if let (Some(lines), Some(cpu)) = (&lines, &cpu) {
+                println!("  lines/s ratio (sluice / baseline): {lines}");
+                println!("  cpu-s/GiB ratio (sluice / baseline): {cpu}");
+            }
+            println!(
+                "  rounds where a search stopped at the sender's limit: {limited} of {rounds}"
+            );
+            serde_json::json!({"ratios": {"lines_per_s": lines, "cpu_s_per_gib": cpu}, "sender_limited_rounds": limited})
+        } else {
+            let best = verify::Spread::of(&field("find_max", "best_bytes_per_s"));
+            if let Some(best) = &best {
+                println!(
+                    "  best passing rate achieved: {}/s ({}/s – {}/s)",
+                    util::fmt_bytes(best.median),
+                    util::fmt_bytes(best.min),
+                    util::fmt_bytes(best.max)
+                );
+            }
+            serde_json::json!({"best_bytes_per_s": best})
+        };
+        json.insert(
+            "find_max_rounds".into(),
+            serde_json::Value::Array(per_round),
+        );
+        json.insert("summary".into(), summary);
+    }
+    Ok((ok, last))
+}
+
 /// `verify --repeat N`: N runs of `sut`, or with `compare` N rounds of the
 /// baseline and sluice (alternating which goes first, so a drifting host
 /// weighs on both alike), each run summarised on one line (a failing one in
@@ -451,68 +628,19 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         sluice.clone()
     };
     let mut json = serde_json::Map::new();
-    let mut ok = true;
+    let ok;
     let plot_run;
-    if a.find_max && a.repeat > 1 {
-        bail!("--repeat does not apply to --find-max (each search already runs several trials)");
-    }
     if a.find_max {
-        // With --compare-baseline, the baseline is searched first, the same way.
-        let suts: Vec<(&str, &verify::Sut)> = if a.compare_baseline {
-            vec![("baseline", &verify::Sut::Baseline), ("sluice", &sluice)]
-        } else {
-            vec![("", &sut)]
-        };
-        let mut bests = Vec::new();
-        for (name, s) in suts {
-            if !name.is_empty() {
-                println!("== find-max: {name} ==");
-            }
-            let (fm, best) = verify::find_max(&cfg, s, cfg.rate, a.find_steps)?;
-            match &best {
-                Some(b) => {
-                    verify::print_result(b);
-                    println!(
-                        "find-max: highest passing rate {} (achieved {}/s){}",
-                        fm.best_rate.as_deref().unwrap_or("-"),
-                        util::fmt_bytes(fm.best_bytes_per_s),
-                        if fm.sender_limited {
-                            "; sender-limited: the SUT kept up with all the sender could do"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                None => {
-                    println!("find-max: no rate passed");
-                    ok = false;
-                }
-            }
-            let suffix = if name == "baseline" { "_baseline" } else { "" };
-            json.insert(format!("find_max{suffix}"), serde_json::to_value(&fm)?);
-            json.insert(format!("best{suffix}"), serde_json::to_value(&best)?);
-            bests.push((fm, best));
-        }
-        if let [(fb, Some(b)), (fs, Some(s))] = &bests[..] {
-            report_ratios(
-                "find-max: sluice vs baseline (best passing runs)",
-                b,
-                s,
-                &mut json,
-            );
-            if fb.sender_limited || fs.sender_limited {
-                println!(
-                    "  note: sender-limited ({}); the lines ratio compares what the \
-                     sender reached beside each, not either one's ceiling",
-                    match (fb.sender_limited, fs.sender_limited) {
-                        (true, true) => "both searches",
-                        (true, false) => "the baseline's search",
-                        _ => "sluice's search",
-                    }
-                );
-            }
-        }
-        plot_run = bests.pop().and_then(|(_, best)| best);
+        let (passed, last) = find_max_rounds(
+            &cfg,
+            &sut,
+            &sluice,
+            a.compare_baseline,
+            (a.repeat.max(1) as usize, a.find_steps),
+            &mut json,
+        )?;
+        ok = passed;
+        plot_run = last;
     } else if a.repeat > 1 {
         let (passed, last) = repeated(
             &cfg,

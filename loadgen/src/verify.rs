@@ -25,7 +25,7 @@ pub enum Sut {
 }
 
 impl Sut {
-    fn name(&self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Sut::Sluice(_) => "sluice",
             Sut::Baseline => "baseline",

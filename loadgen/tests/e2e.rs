@@ -280,6 +280,48 @@ fn verify_baseline_amplifies_4x_without_loss() {
     );
 }
 
+/// `--find-max --repeat N` runs N searches and reports the spread of their
+/// best rates (with `--compare-baseline`, of the ratios).
+#[test]
+fn verify_find_max_repeat_reports_every_search() {
+    let (stdout, v) = verify_json(
+        "fmrepeat",
+        &[
+            "--baseline",
+            "--find-max",
+            "--repeat",
+            "2",
+            "--rate",
+            "4MB/s",
+            "--duration",
+            "1s",
+            "--find-steps",
+            "2",
+            "--baseline-threads",
+            "1",
+        ],
+    );
+    assert!(
+        stdout.contains("== find-max, round 2: baseline =="),
+        "{stdout}"
+    );
+    assert!(stdout.contains("== find-max, 2 rounds =="), "{stdout}");
+    let rounds = v["find_max_rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    let mut bests = Vec::new();
+    for r in rounds {
+        // Two trials each: 4 MB/s, then twice that; both pass on loopback.
+        assert_eq!(r["find_max"]["trials"].as_array().unwrap().len(), 2, "{r}");
+        assert_eq!(r["best"]["lost_lines_max"].as_u64(), Some(0));
+        bests.push(r["find_max"]["best_bytes_per_s"].as_f64().unwrap());
+    }
+    let spread = &v["summary"]["best_bytes_per_s"];
+    let (min, max) = (bests[0].min(bests[1]), bests[0].max(bests[1]));
+    assert_eq!(spread["min"].as_f64(), Some(min));
+    assert_eq!(spread["max"].as_f64(), Some(max));
+    assert!((spread["median"].as_f64().unwrap() - (min + max) / 2.0).abs() < 1e-6);
+}
+
 #[test]
 fn verify_repeat_reports_medians_of_every_run() {
     let (stdout, v) = verify_json(
