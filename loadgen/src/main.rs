@@ -166,7 +166,8 @@ struct VerifyArgs {
     #[arg(long)]
     find_max: bool,
     /// Run N times (with --compare-baseline: N rounds, the order of the two
-    /// alternating) and report medians and ranges, for noisy hosts.
+    /// alternating) and report medians and ranges, for noisy hosts. With
+    /// --find-max: N searches (of each, with --compare-baseline).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
     /// Trials for --find-max.
