@@ -75,6 +75,8 @@ pub struct BlastReport {
     pub bytes_per_s: f64,
     pub lines_per_s: f64,
     pub datagrams_per_s: f64,
+    /// User + system seconds the sender threads used, together.
+    pub sender_cpu_s: f64,
 }
 
 impl BlastReport {
@@ -158,12 +160,17 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
         let cfg = cfg.clone();
         let progress = progress.clone();
         handles.push(std::thread::spawn(move || {
-            sender(t, threads, cfg, pool, progress, start)
+            let sent = sender(t, threads, cfg, pool, progress, start);
+            (sent, util::current_thread_cpu_secs().unwrap_or(0.0))
         }));
     }
+    let mut sender_cpu_s = 0.0;
     for h in handles {
         match h.join() {
-            Ok(r) => r?,
+            Ok((sent, cpu)) => {
+                sent?;
+                sender_cpu_s += cpu;
+            }
             Err(_) => bail!("sender thread panicked"),
         }
     }
@@ -182,6 +189,7 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
         bytes_per_s: p.bytes.load(Relaxed) as f64 / elapsed,
         lines_per_s: p.lines.load(Relaxed) as f64 / elapsed,
         datagrams_per_s: p.datagrams.load(Relaxed) as f64 / elapsed,
+        sender_cpu_s,
     };
     Ok(r)
 }

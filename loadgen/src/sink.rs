@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 /// Open connections, so `stop()` can unblock their readers.
 type Conns = Arc<Mutex<HashMap<u64, TcpStream>>>;
 
+/// The name of every connection thread.
+pub const CONN_THREAD: &str = "lg-sink";
+
 /// Highest seq tracked in the bitmap (256 MiB of bits per port at most).
 const MAX_SEQ: u64 = 1 << 31;
 
@@ -307,13 +310,20 @@ fn acceptor(
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let s2 = seed;
-                workers.push(std::thread::spawn(move || {
+                // Named, so `verify` can tell the sinks' CPU from the sender's.
+                let worker = std::thread::Builder::new().name(CONN_THREAD.into());
+                let spawned = worker.spawn(move || {
                     let _ = serve_conn(s, &st, &cfg, &stop, s2);
                     // The registry holds a clone; drop it so the peer sees the close.
                     if let Some(c) = conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
                         let _ = c.shutdown(std::net::Shutdown::Both);
                     }
-                }));
+                });
+                match spawned {
+                    Ok(handle) => workers.push(handle),
+                    // The stream went with the closure: the client sees a close.
+                    Err(e) => eprintln!("sink: cannot start a connection thread: {e}"),
+                }
                 workers.retain(|w| !w.is_finished());
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -194,6 +194,14 @@ pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<u32, (String, f64
     out
 }
 
+/// User + system seconds the calling thread has used so far
+/// (`/proc/thread-self/stat`); `None` where that cannot be read.
+pub fn current_thread_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let (_, user, system) = parse_task_stat(&stat)?;
+    Some(user + system)
+}
+
 /// `(name, user s, system s)` from a `/proc/PID/stat` or
 /// `/proc/PID/task/TID/stat` line (the name is parenthesised and may hold
 /// spaces and parentheses, so the fields are counted from the last `)`).

@@ -149,6 +149,9 @@ pub struct RunResult {
     /// The SUT's CPU over the same window by thread group (`shard`, `sink`,
     /// `bl-recv`, `bl-writer`, …): where the CPU went.
     pub cpu_by_thread: BTreeMap<String, ThreadCpu>,
+    /// The load generator's own CPU over the run, on the same CPUs as the
+    /// SUT: its sender threads (`blast.sender_cpu_s`) and its sinks' here.
+    pub harness_sinks_cpu_s: f64,
     pub peak_rss_bytes: u64,
     pub sut_exit: Option<i32>,
     pub drained: bool,
@@ -395,6 +398,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .sum();
     let cpu0 = util::proc_cpu_secs(pid).unwrap_or(0.0);
     let threads0 = util::thread_cpu_secs(pid);
+    let own0 = util::thread_cpu_secs(std::process::id());
     let steal0 = util::host_steal_secs();
     let bcfg = BlastConfig {
         targets: child.udp.clone(),
@@ -486,6 +490,9 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .into_iter()
         .map(|(group, (user_s, system_s))| (group, ThreadCpu { user_s, system_s }))
         .collect();
+    let sinks_cpu_s = util::thread_cpu_delta(&own0, &util::thread_cpu_secs(std::process::id()))
+        .get(crate::sink::CONN_THREAD)
+        .map_or(0.0, |(user, system)| user + system);
     let host_steal_s = match (steal0, util::host_steal_secs()) {
         (Some(a), Some(b)) => (b - a).max(0.0),
         _ => 0.0,
@@ -652,6 +659,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         cpu_s_per_gib: per_gib(cpu, received_bytes),
         host_steal_s,
         cpu_by_thread,
+        harness_sinks_cpu_s: sinks_cpu_s,
         peak_rss_bytes: rss,
         sut_exit: exit,
         drained,
@@ -761,6 +769,10 @@ pub fn print_result(r: &RunResult) {
             .collect();
         println!("  SUT cpu by thread: {}", groups.join("; "));
     }
+    println!(
+        "  load generator cpu, on the same CPUs: sender {:.2}s, sinks {:.2}s",
+        r.blast.sender_cpu_s, r.harness_sinks_cpu_s
+    );
     println!("  result: {}", if r.pass { "PASS" } else { "FAIL" });
 }
 

@@ -263,6 +263,10 @@ fn verify_baseline_amplifies_4x_without_loss() {
         (out_rate * window - out_total).abs() < 1.0,
         "{out_rate} {window}"
     );
+    // The load generator's own CPU is reported beside the SUT's: the sender
+    // certainly worked; the sinks' share may round to zero ticks here.
+    assert!(r["blast"]["sender_cpu_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["harness_sinks_cpu_s"].as_f64().unwrap() >= 0.0, "{r}");
     // Where the relay's CPU went, by thread group: the receivers worked (at
     // this rate the writers' share can round to zero ticks, but they are
     // listed), and the groups add up to no more than the process total.
