@@ -3,6 +3,7 @@
 //! sink) to every sink over keep-alive HTTP/1.1.
 
 use crate::http::{self, Client};
+use crate::util;
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::fmt::Write as _;
@@ -114,7 +115,7 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
     let port = addr.port();
     let admin_t = {
         let (m, stop) = (metrics.clone(), stop.clone());
-        named("bl-admin", move || admin_loop(admin, m, stop, port))?
+        util::spawn_named("bl-admin", move || admin_loop(admin, m, stop, port))?
     };
     // Writer threads per sink, fed by a bounded channel of shared buffers.
     let mut txs: Vec<SyncSender<Arc<Batch>>> = Vec::new();
@@ -125,7 +126,7 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
         txs.push(tx);
         for _ in 0..cfg.connections.max(1) {
             let (rx, m, u) = (rx.clone(), metrics.clone(), u.clone());
-            writers.push(named(&format!("bl-writer-{i}"), move || {
+            writers.push(util::spawn_named(&format!("bl-writer-{i}"), move || {
                 writer(i, u, rx, m)
             })?);
         }
@@ -133,7 +134,7 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
     let mut receivers = Vec::new();
     for (r, s) in socks.into_iter().enumerate() {
         let (txs, m, stop, c) = (txs.clone(), metrics.clone(), stop.clone(), cfg.clone());
-        receivers.push(named(&format!("bl-recv-{r}"), move || {
+        receivers.push(util::spawn_named(&format!("bl-recv-{r}"), move || {
             receiver(s, txs, m, stop, c)
         })?);
     }
@@ -244,18 +245,6 @@ fn receiver(
             return;
         }
     }
-}
-
-/// Spawn a thread with a name, so per-thread CPU (`/proc/PID/task/*/comm`)
-/// tells receivers from writers.
-fn named<T: Send + 'static>(
-    name: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<std::thread::JoinHandle<T>> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .with_context(|| format!("spawn thread {name}"))
 }
 
 fn writer(i: usize, url: http::Url, rx: Arc<Mutex<Receiver<Arc<Batch>>>>, m: Arc<Metrics>) {

@@ -396,6 +396,8 @@ fn find_max_rounds(
     let mut ok = true;
     let mut last = None;
     let mut per_round = Vec::new();
+    // What the summary of several rounds is made of.
+    let (mut bests, mut round_ratios, mut limited) = (Vec::new(), Vec::new(), 0);
     for round in 1..=rounds {
         let label = |name: &str| {
             if rounds > 1 {
@@ -404,16 +406,22 @@ fn find_max_rounds(
                 format!("== find-max: {name} ==")
             }
         };
+        let searched = |name: &str, sut: &verify::Sut| {
+            println!("{}", label(name));
+            search(cfg, sut, steps)
+        };
         if !compare {
-            if rounds > 1 {
-                println!("{}", label(sut.name()));
-            }
-            let (fm, best) = search(cfg, sut, steps)?;
+            let (fm, best) = if rounds > 1 {
+                searched(sut.name(), sut)?
+            } else {
+                search(cfg, sut, steps)?
+            };
             ok &= best.is_some();
             if rounds == 1 {
                 json.insert("find_max".into(), serde_json::to_value(&fm)?);
                 json.insert("best".into(), serde_json::to_value(&best)?);
             } else {
+                bests.push(fm.best_bytes_per_s);
                 per_round.push(serde_json::json!({"find_max": fm, "best": best}));
             }
             last = best.or(last);
@@ -421,20 +429,16 @@ fn find_max_rounds(
         }
         // The baseline first in odd rounds (and in a single search), sluice
         // first in even ones, so a drifting host weighs on both alike.
-        let baseline_first = round % 2 == 1;
-        let mut b = None;
-        let mut s = None;
-        for turn in 0..2 {
-            if (turn == 0) == baseline_first {
-                println!("{}", label("baseline"));
-                b = Some(search(cfg, &verify::Sut::Baseline, steps)?);
-            } else {
-                println!("{}", label("sluice"));
-                s = Some(search(cfg, sluice, steps)?);
-            }
-        }
-        let ((fb, bb), (fs, bs)) = (b.expect("searched"), s.expect("searched"));
+        let ((fb, bb), (fs, bs)) = if round % 2 == 1 {
+            let b = searched("baseline", &verify::Sut::Baseline)?;
+            (b, searched("sluice", sluice)?)
+        } else {
+            let s = searched("sluice", sluice)?;
+            (searched("baseline", &verify::Sut::Baseline)?, s)
+        };
         ok &= bb.is_some() && bs.is_some();
+        let either_limited = fb.sender_limited || fs.sender_limited;
+        limited += usize::from(either_limited);
         let ratio = match (&bb, &bs) {
             (Some(b), Some(s)) => {
                 let (lines, cpu) = ratios(b, s);
@@ -449,6 +453,7 @@ fn find_max_rounds(
                     println!(
                         "  round {round} ratios (best passing runs): lines/s {lines:.3}  cpu-s/GiB {cpu:.3}"
                     );
+                    round_ratios.push((lines, cpu));
                 }
                 sender_limited_note(fb.sender_limited, fs.sender_limited);
                 Some((lines, cpu))
@@ -465,26 +470,16 @@ fn find_max_rounds(
                 "find_max_baseline": fb, "best_baseline": bb,
                 "find_max": fs, "best": bs,
                 "ratios": ratio.map(|(l, c)| serde_json::json!({"lines_per_s": l, "cpu_s_per_gib": c})),
-                "sender_limited": fb.sender_limited || fs.sender_limited,
+                "sender_limited": either_limited,
             }));
         }
         last = bs.or(last);
     }
     if rounds > 1 {
-        let field = |key: &str, sub: &str| -> Vec<f64> {
-            per_round
-                .iter()
-                .filter_map(|r| r[key][sub].as_f64().or_else(|| r[key].as_f64()))
-                .collect()
-        };
         println!("== find-max, {rounds} rounds ==");
         let summary = if compare {
-            let lines = verify::Spread::of(&field("ratios", "lines_per_s"));
-            let cpu = verify::Spread::of(&field("ratios", "cpu_s_per_gib"));
-            let limited = per_round
-                .iter()
-                .filter(|r| r["sender_limited"].as_bool() == Some(true))
-                .count();
+            let lines = verify::Spread::of(&round_ratios.iter().map(|r| r.0).collect::<Vec<_>>());
+            let cpu = verify::Spread::of(&round_ratios.iter().map(|r| r.1).collect::<Vec<_>>());
             if let (Some(lines), Some(cpu)) = (&lines, &cpu) {
                 println!("  lines/s ratio (sluice / baseline): {lines}");
                 println!("  cpu-s/GiB ratio (sluice / baseline): {cpu}");
@@ -494,7 +489,7 @@ fn find_max_rounds(
             );
             serde_json::json!({"ratios": {"lines_per_s": lines, "cpu_s_per_gib": cpu}, "sender_limited_rounds": limited})
         } else {
-            let best = verify::Spread::of(&field("find_max", "best_bytes_per_s"));
+            let best = verify::Spread::of(&bests);
             if let Some(best) = &best {
                 println!(
                     "  best passing rate achieved: {}/s ({}/s – {}/s)",

@@ -311,8 +311,7 @@ fn acceptor(
                     .wrapping_add(1442695040888963407);
                 let s2 = seed;
                 // Named, so `verify` can tell the sinks' CPU from the sender's.
-                let worker = std::thread::Builder::new().name(CONN_THREAD.into());
-                let spawned = worker.spawn(move || {
+                let spawned = util::spawn_named(CONN_THREAD, move || {
                     let _ = serve_conn(s, &st, &cfg, &stop, s2);
                     // The registry holds a clone; drop it so the peer sees the close.
                     if let Some(c) = conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
@@ -322,7 +321,7 @@ fn acceptor(
                 match spawned {
                     Ok(handle) => workers.push(handle),
                     // The stream went with the closure: the client sees a close.
-                    Err(e) => eprintln!("sink: cannot start a connection thread: {e}"),
+                    Err(e) => eprintln!("sink: cannot start a connection thread: {e:#}"),
                 }
                 workers.retain(|w| !w.is_finished());
             }

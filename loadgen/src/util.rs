@@ -162,10 +162,28 @@ fn ticks_to_secs(ticks: f64) -> f64 {
     ticks / if hz > 0.0 { hz } else { 100.0 }
 }
 
+/// Spawn a thread with a name, so per-thread CPU (`/proc/PID/task/*/comm`)
+/// tells one kind of thread from another (receivers from writers, the
+/// sinks from the sender).
+pub fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .with_context(|| format!("spawn thread {name}"))
+}
+
 /// utime+stime of a process, in seconds.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, user, system) = parse_task_stat(&s)?;
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// utime+stime from a `stat` file of `/proc`, in seconds.
+fn stat_cpu_secs(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, user, system) = parse_task_stat(&stat)?;
     Some(user + system)
 }
 
@@ -197,9 +215,7 @@ pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<u32, (String, f64
 /// User + system seconds the calling thread has used so far
 /// (`/proc/thread-self/stat`); `None` where that cannot be read.
 pub fn current_thread_cpu_secs() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let (_, user, system) = parse_task_stat(&stat)?;
-    Some(user + system)
+    stat_cpu_secs("/proc/thread-self/stat")
 }
 
 /// `(name, user s, system s)` from a `/proc/PID/stat` or
