@@ -7,7 +7,9 @@
 # Writes OUT_DIR (default ./headline): machine.txt (CPU, memory, kernel),
 # tuning.txt (host settings in force), headline.txt (verify's report),
 # headline.json and headline.svg. Knobs, from the environment:
-#   SLUICE, LOADGEN   binaries (default: target/release/…; build with
+#   SLUICE, LOADGEN   binaries (default: target/pgo/sluice when
+#                     tuning/pgo.sh has built it, else target/release/sluice;
+#                     target/release/sluice-loadgen; build with
 #                     `cargo build --release --workspace`, or carry them)
 #   RATE=1GiB/s DURATION=30s PAYLOAD=8192 THREADS=4 REPEAT=1 MAX_LOSS=0.001%
 #   PIN=false         sluice's listen.pin (the sender shares the host's CPUs)
@@ -17,7 +19,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=${1:-headline}
-sluice=${SLUICE:-target/release/sluice}
+# The profile-guided build when there is one: what a production host runs.
+default_sluice=target/release/sluice
+[ -x target/pgo/sluice ] && default_sluice=target/pgo/sluice
+sluice=${SLUICE:-$default_sluice}
 loadgen=${LOADGEN:-target/release/sluice-loadgen}
 for bin in "$sluice" "$loadgen"; do
     [ -x "$bin" ] || { echo "no $bin: cargo build --release --workspace (or set SLUICE/LOADGEN)" >&2; exit 2; }

@@ -70,7 +70,7 @@ echo "pgo: $("$profdata" --version | grep -m1 -i 'llvm version' | sed 's/^ *//')
 # `--target` keeps RUSTFLAGS off build scripts and proc macros: only the
 # code that ships is instrumented, and only its profile is written.
 raw="$out/raw"
-rm -rf "$raw"
+rm -rf "$raw" "$out/sluice"
 mkdir -p "$out"
 echo "pgo: 1/3 instrumented build"
 RUSTFLAGS="-Cprofile-generate=$raw" CARGO_TARGET_DIR="$target/pgo-gen" \

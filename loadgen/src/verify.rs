@@ -113,6 +113,8 @@ pub struct SinkResult {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunResult {
     pub sut: String,
+    /// The sluice binary that ran (which build was measured); empty for the baseline.
+    pub sut_binary: String,
     pub rate: String,
     pub blast: BlastReport,
     pub received_datagrams: f64,
@@ -628,6 +630,10 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let secs = blast.elapsed_s.max(1e-9);
     Ok(RunResult {
         sut: sut.name().into(),
+        sut_binary: match sut {
+            Sut::Sluice(path) => path.display().to_string(),
+            Sut::Baseline => String::new(),
+        },
         rate: rate.to_string(),
         received_datagrams: msum(&m, "sluice_received_datagrams_total"),
         received_bytes,
@@ -676,6 +682,9 @@ fn ms(ns: u64) -> String {
 pub fn print_result(r: &RunResult) {
     let b = &r.blast;
     println!("== {} @ {} ==", r.sut, r.rate);
+    if !r.sut_binary.is_empty() {
+        println!("  binary    : {}", r.sut_binary);
+    }
     println!(
         "  offered   : {:>12}/s  {:>10} lines/s  ({} lines, {} datagrams, {:.2}s, send errors {})",
         fmt_bytes(b.bytes_per_s),

@@ -432,6 +432,14 @@ fn verify_find_max_compare_baseline_searches_both() {
     for key in ["best_baseline", "best"] {
         assert_eq!(v[key]["pass"].as_bool(), Some(true), "{key}");
     }
+    // Which build was measured: the sluice runs name their binary, the
+    // baseline's runs none.
+    assert_eq!(v["best"]["sut_binary"].as_str(), sluice.to_str());
+    assert_eq!(v["best_baseline"]["sut_binary"].as_str(), Some(""));
+    assert!(
+        stdout.contains(&format!("  binary    : {}", sluice.display())),
+        "{stdout}"
+    );
     let lines_ratio = v["ratios"]["lines_per_s"].as_f64().unwrap();
     assert!(lines_ratio > 0.5 && lines_ratio < 2.0, "{lines_ratio}");
     assert!(v["ratios"]["cpu_s_per_gib"].as_f64().unwrap() > 0.0);
