@@ -101,7 +101,18 @@ pub fn infer_unit(ts: i64) -> Precision {
 }
 
 /// Scale a timestamp to ns; `None` when it overflows.
+#[inline]
 pub fn to_nanos(ts: i64, precision: Precision) -> Option<i64> {
+    // Nanoseconds (the default) is decided by one compare; the rest is out
+    // of line, so the per-line path holds no jump table on the precision.
+    if precision == Precision::Nanoseconds {
+        return Some(ts);
+    }
+    scaled_to_nanos(ts, precision)
+}
+
+#[inline(never)]
+fn scaled_to_nanos(ts: i64, precision: Precision) -> Option<i64> {
     let unit = match precision {
         Precision::Auto => infer_unit(ts),
         p => p,
