@@ -11,10 +11,11 @@
 # sees. On the dev host it cut the shards' user time by 11–14 % and sluice's
 # CPU per GiB by ≈5 % (BENCHMARKS.md, "Seventh session").
 #
-# Needs `llvm-profdata` from the same LLVM as rustc: the `llvm-tools` rustup
+# Needs a rustc with LLVM's profiler runtime (rustup's toolchains have it)
+# and `llvm-profdata` from the same LLVM as rustc: the `llvm-tools` rustup
 # component (installed here if missing), else a Debian `llvm-<major>`.
-# With --skip-if-no-tools, a host where neither can be had exits 0 with a
-# notice instead of failing (CI uses this).
+# With --skip-if-no-tools, a host without them exits 0 with a notice
+# instead of failing (CI uses this).
 #
 # Knobs (environment):
 #   TRAIN_RATE=100MB/s TRAIN_DURATION=5s TRAIN_PAYLOADS="1400 8192"
@@ -36,11 +37,17 @@ llvm_major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 no_tools() {
     echo "pgo: $1" >&2
     if $skip_if_no_tools; then
-        echo "pgo: skipped (no llvm-profdata for LLVM $llvm_major)"
+        echo "pgo: skipped (the tools for a profile-guided build are not here)"
         exit 0
     fi
     exit 2
 }
+
+# The instrumented build links LLVM's profiler runtime, which rustup's
+# toolchains ship and some distribution builds of rustc do not.
+if ! ls "$(rustc --print sysroot)/lib/rustlib/$host/lib/"libprofiler_builtins-*.rlib >/dev/null 2>&1; then
+    no_tools "this rustc has no profiler runtime (profiler_builtins); a rustup toolchain has it"
+fi
 
 # llvm-profdata of rustc's own LLVM: its raw profile format is what the
 # instrumented binary writes.
