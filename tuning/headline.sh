@@ -35,7 +35,7 @@ mkdir -p "$out"
     echo "cpus: $(nproc)"
     grep -m1 'model name' /proc/cpuinfo || true
     grep MemTotal /proc/meminfo || true
-    echo "sluice: $("$sluice" --version 2>/dev/null || echo "$sluice")"
+    echo "sluice: $sluice ($("$sluice" --version 2>/dev/null || echo "no --version"))"
     git rev-parse --short HEAD 2>/dev/null | sed 's/^/tree: /' || true
 } | tee "$out/machine.txt"
 
