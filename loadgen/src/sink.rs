@@ -496,6 +496,20 @@ fn eight_digits(x: u64) -> u64 {
     (x * 10_000 + (x >> 32)) & 0xffff_ffff
 }
 
+/// A line's `seq=NNNi` and timestamp, as the sink reads them: `blast`'s
+/// shape at fixed offsets from the timestamp, else a search for the last
+/// `seq=`.
+fn seq_and_timestamp(
+    finder: &memchr::memmem::FinderRev<'_>,
+    line: &[u8],
+) -> (Option<u64>, Option<u64>) {
+    let ts_start = timestamp_start(line);
+    let seq = ts_start
+        .and_then(|at| blast_seq(line, at - 1))
+        .or_else(|| find_seq(finder, line));
+    (seq, ts_start.and_then(|at| digits_value(&line[at..])))
+}
+
 /// Counts lines; with check_seq also parses `seq=NNNi` and the timestamp of each line.
 fn account(
     st: &PortState,
@@ -528,18 +542,13 @@ fn account(
             continue;
         }
         n += 1;
-        let ts_start = timestamp_start(line);
-        let seq = ts_start
-            .and_then(|at| blast_seq(line, at - 1))
-            .or_else(|| find_seq(&finder, line));
+        let (seq, ts) = seq_and_timestamp(&finder, line);
         match seq {
             Some(s) => seqs.push(s),
             None => no_seq += 1,
         }
-        if let Some(at) = ts_start {
-            if let Some(v) = digits_value(&line[at..]) {
-                lats.push(arrival as i64 - cfg.precision.to_ns(v) as i64);
-            }
+        if let Some(v) = ts {
+            lats.push(arrival as i64 - cfg.precision.to_ns(v) as i64);
         }
     }
     st.lines.fetch_add(n, Relaxed);
@@ -605,12 +614,7 @@ mod tests {
     type Reading = (Option<u64>, Option<u64>);
 
     fn fast(line: &[u8]) -> Reading {
-        let finder = memchr::memmem::FinderRev::new(b"seq=");
-        let ts_start = timestamp_start(line);
-        let seq = ts_start
-            .and_then(|at| blast_seq(line, at - 1))
-            .or_else(|| find_seq(&finder, line));
-        (seq, ts_start.and_then(|at| digits_value(&line[at..])))
+        seq_and_timestamp(&memchr::memmem::FinderRev::new(b"seq="), line)
     }
 
     #[test]

@@ -128,7 +128,6 @@ pub struct RunResult {
     /// body's arrival (never shorter than the blast).
     pub out_bytes_per_s: f64,
     pub out_lines_per_s: f64,
-    #[serde(default)]
     pub out_window_s: f64,
     pub amplification: f64,
     pub amplification_bytes: f64,
