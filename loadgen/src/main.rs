@@ -195,6 +195,16 @@ struct VerifyArgs {
     /// for its one CPU while another is idle; the baseline is not pinned either.
     #[arg(long, default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pin: bool,
+    /// Each sink's `queue_max_batches` in sluice's generated config. Deeper
+    /// than the appliance's default (256), so a spell of host steal does not
+    /// decide a run; `--queue-max-batches 256 --batch-max-age 1s` runs the
+    /// default configuration's sink settings (for the memory target).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    queue_max_batches: u64,
+    /// Each sink's `batch_max_age` in sluice's generated config (the
+    /// appliance's default is 1s).
+    #[arg(long, default_value = "200ms")]
+    batch_max_age: String,
     #[command(flatten)]
     gen: GenArgs,
 }
@@ -615,6 +625,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         baseline_threads: a.baseline_threads,
         io_uring: a.io_uring,
         pin: a.pin,
+        queue_max_batches: a.queue_max_batches as usize,
+        batch_max_age: parse_duration(&a.batch_max_age)?,
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

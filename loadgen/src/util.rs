@@ -276,10 +276,18 @@ pub fn host_steal_secs() -> Option<f64> {
 
 /// Peak RSS (VmHWM) of a process, in bytes.
 pub fn proc_peak_rss(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmHWM:").map(|kb| kb * 1024)
+}
+
+/// Resident set size of `pid` now, in bytes.
+pub fn proc_rss(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:").map(|kb| kb * 1024)
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let l = s.lines().find(|l| l.starts_with(key))?;
+    l.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Host-wide UDP counters from /proc/net/snmp (+snmp6): (InErrors, RcvbufErrors).

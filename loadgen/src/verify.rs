@@ -56,6 +56,12 @@ pub struct VerifyConfig {
     /// the SUT share the host's CPUs (and the baseline's threads are not
     /// pinned either).
     pub pin: bool,
+    /// Each sink's `queue_max_batches` in sluice's generated config. Deeper
+    /// than the appliance's default (256) by default, so a spell of host
+    /// steal does not decide a run; 256 measures the default configuration.
+    pub queue_max_batches: usize,
+    /// Each sink's `batch_max_age` (the appliance's default is 1 s).
+    pub batch_max_age: Duration,
     pub quiet: bool,
 }
 
@@ -78,6 +84,8 @@ impl Default for VerifyConfig {
             baseline_threads: 0,
             io_uring: "auto".into(),
             pin: false,
+            queue_max_batches: 1024,
+            batch_max_age: Duration::from_millis(200),
             quiet: false,
         }
     }
@@ -90,6 +98,8 @@ pub struct Sample {
     pub received_bytes: u64,
     pub out_bytes: u64,
     pub out_lines: u64,
+    /// The SUT's resident set (`VmRSS`) at this sample.
+    pub rss_bytes: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -154,6 +164,10 @@ pub struct RunResult {
     /// SUT: its sender threads (`blast.sender_cpu_s`) and its sinks' here.
     pub harness_sinks_cpu_s: f64,
     pub peak_rss_bytes: u64,
+    /// The SUT's RSS over the blast, sampled every 250 ms: the highest
+    /// sample in its first and in its last third. Equal means flat.
+    pub rss_first_third_max_bytes: u64,
+    pub rss_last_third_max_bytes: u64,
     pub sut_exit: Option<i32>,
     pub drained: bool,
     pub pass: bool,
@@ -216,13 +230,15 @@ pub fn default_sluice_path() -> PathBuf {
     }
 }
 
-fn sluice_config(sinks: &[SocketAddr], io_uring: &str, pin: bool) -> String {
+fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String {
+    let (io_uring, pin) = (&cfg.io_uring, cfg.pin);
+    let (queue, age_ms) = (cfg.queue_max_batches, cfg.batch_max_age.as_millis());
     let mut s = format!(
         "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
-            "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"200ms\"\nqueue_max_batches = 1024\nconnections = 2\ntimeout = \"10s\"\n"
+            "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"{age_ms}ms\"\nqueue_max_batches = {queue}\nconnections = 2\ntimeout = \"10s\"\n"
         ));
     }
     s
@@ -293,7 +309,7 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
                 );
             }
             let conf = dir.join(format!("sluice-verify-{pid}-{tag}.toml"));
-            std::fs::write(&conf, sluice_config(sinks, &cfg.io_uring, cfg.pin))?;
+            std::fs::write(&conf, sluice_config(sinks, cfg))?;
             let mut c = Command::new(path);
             c.arg("--config").arg(conf);
             c
@@ -451,6 +467,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             received_bytes: msum(&m, "sluice_received_bytes_total") as u64,
             out_bytes,
             out_lines,
+            rss_bytes: util::proc_rss(pid).unwrap_or(0),
         });
         if out_lines != last_out {
             last_out = out_lines;
@@ -499,6 +516,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         _ => 0.0,
     };
     let rss = util::proc_peak_rss(pid).unwrap_or(0);
+    let rss_thirds = rss_thirds(&samples, cfg.duration.as_secs_f64());
     let drops: u64 = child
         .udp
         .iter()
@@ -666,12 +684,29 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         cpu_by_thread,
         harness_sinks_cpu_s: sinks_cpu_s,
         peak_rss_bytes: rss,
+        rss_first_third_max_bytes: rss_thirds.0,
+        rss_last_third_max_bytes: rss_thirds.1,
         sut_exit: exit,
         drained,
         pass,
         blast,
         samples,
     })
+}
+
+/// The highest RSS sample in the first and in the last third of the blast
+/// (`0..blast_s`); the drain after it is left out.
+fn rss_thirds(samples: &[Sample], blast_s: f64) -> (u64, u64) {
+    let third = blast_s / 3.0;
+    let max_in = |from: f64, to: f64| {
+        samples
+            .iter()
+            .filter(|s| s.t_s > from && s.t_s <= to)
+            .map(|s| s.rss_bytes)
+            .max()
+            .unwrap_or(0)
+    };
+    (max_in(0.0, third), max_in(blast_s - third, blast_s))
 }
 
 fn ms(ns: u64) -> String {
@@ -761,6 +796,14 @@ pub fn print_result(r: &RunResult) {
         r.drained,
         r.host_steal_s
     );
+    if r.rss_first_third_max_bytes > 0 && r.rss_last_third_max_bytes > 0 {
+        println!(
+            "  RSS over the blast (250 ms samples): max {} in the first third, {} in the last ({:+.1} %)",
+            fmt_bytes(r.rss_first_third_max_bytes as f64),
+            fmt_bytes(r.rss_last_third_max_bytes as f64),
+            (r.rss_last_third_max_bytes as f64 / r.rss_first_third_max_bytes as f64 - 1.0) * 100.0
+        );
+    }
     if !r.cpu_by_thread.is_empty() {
         let groups: Vec<String> = r
             .cpu_by_thread
@@ -936,6 +979,14 @@ pub fn plot(path: &Path, r: &RunResult) -> Result<()> {
     let mut pts_off = Vec::new();
     let mut pts_in = Vec::new();
     let mut pts_out = Vec::new();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let pts_rss: Vec<(f64, f64)> = r
+        .samples
+        .iter()
+        .filter(|s| s.rss_bytes > 0)
+        .map(|s| (s.t_s, mib(s.rss_bytes)))
+        .collect();
+    let rss_max = pts_rss.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let mut prev: Option<&Sample> = None;
     for s in &r.samples {
         if let Some(p) = prev {
@@ -959,17 +1010,26 @@ pub fn plot(path: &Path, r: &RunResult) -> Result<()> {
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let mut ch = ChartBuilder::on(&root)
         .caption(
-            format!("{} @ {}: throughput (MB/s, 250 ms samples)", r.sut, r.rate),
+            format!(
+                "{} @ {}: throughput (MB/s) and RSS (MiB), 250 ms samples",
+                r.sut, r.rate
+            ),
             ("sans-serif", 18),
         )
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(60)
+        .right_y_label_area_size(60)
         .build_cartesian_2d(0.0..tmax, 0.0..ymax)
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{e}"))?
+        .set_secondary_coord(0.0..tmax, 0.0..rss_max);
     ch.configure_mesh()
         .x_desc("seconds")
         .y_desc("MB/s")
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    ch.configure_secondary_axes()
+        .y_desc("SUT RSS, MiB")
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     for (pts, color, label) in [
@@ -982,6 +1042,11 @@ pub fn plot(path: &Path, r: &RunResult) -> Result<()> {
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
+    let grey = RGBColor(110, 110, 110);
+    ch.draw_secondary_series(LineSeries::new(pts_rss, grey.stroke_width(2)))
+        .map_err(|e| anyhow!("{e}"))?
+        .label("SUT RSS (right axis)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
     ch.configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
@@ -1120,7 +1185,61 @@ pub fn find_max(
 
 #[cfg(test)]
 mod tests {
-    use super::{starved, Spread};
+    use super::{rss_thirds, sluice_config, starved, Sample, Spread, VerifyConfig};
+    use std::time::Duration;
+
+    #[test]
+    fn rss_thirds_leave_out_the_drain() {
+        let at = |t_s: f64, mib: u64| Sample {
+            t_s,
+            offered_bytes: 0,
+            received_bytes: 0,
+            out_bytes: 0,
+            out_lines: 0,
+            rss_bytes: mib << 20,
+        };
+        // A 6 s blast: thirds (0, 2] and (4, 6]; the drain after 6 s and the
+        // middle third do not count.
+        let samples = [
+            at(0.5, 30),
+            at(1.5, 34),
+            at(3.0, 90),
+            at(4.5, 33),
+            at(6.0, 35),
+            at(6.5, 80),
+        ];
+        assert_eq!(rss_thirds(&samples, 6.0), (34 << 20, 35 << 20));
+        assert_eq!(rss_thirds(&[], 6.0), (0, 0));
+    }
+
+    #[test]
+    fn generated_config_carries_the_sink_settings() {
+        let sinks = [
+            "127.0.0.1:9".parse().unwrap(),
+            "127.0.0.1:10".parse().unwrap(),
+        ];
+        let text = sluice_config(
+            &sinks,
+            &VerifyConfig {
+                queue_max_batches: 256,
+                batch_max_age: Duration::from_secs(1),
+                ..VerifyConfig::default()
+            },
+        );
+        assert_eq!(
+            text.matches("queue_max_batches = 256\n").count(),
+            2,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("batch_max_age = \"1000ms\"\n").count(),
+            2,
+            "{text}"
+        );
+        let default = sluice_config(&sinks, &VerifyConfig::default());
+        assert_eq!(default.matches("queue_max_batches = 1024\n").count(), 2);
+        assert_eq!(default.matches("batch_max_age = \"200ms\"\n").count(), 2);
+    }
 
     #[test]
     fn starved_means_a_tenth_of_the_hosts_cpu_stolen() {

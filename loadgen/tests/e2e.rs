@@ -444,3 +444,55 @@ fn verify_find_max_compare_baseline_searches_both() {
     assert!(lines_ratio > 0.5 && lines_ratio < 2.0, "{lines_ratio}");
     assert!(v["ratios"]["cpu_s_per_gib"].as_f64().unwrap() > 0.0);
 }
+
+/// The default configuration's sink settings (`--queue-max-batches 256
+/// --batch-max-age 1s`, the memory target's setting) reach sluice, and the
+/// run reports its RSS over time: per sample in the JSON, first and last
+/// third of the blast, and on the plot's right axis.
+#[test]
+fn verify_default_sink_settings_and_rss_over_time() {
+    let Some(sluice) = sibling_sluice() else {
+        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this test");
+        return;
+    };
+    let plot = std::env::temp_dir().join(format!("loadgen-rss-{}.svg", std::process::id()));
+    let (stdout, v) = verify_json(
+        "rss",
+        &[
+            "--sluice",
+            sluice.to_str().unwrap(),
+            "--rate",
+            "5MB/s",
+            "--duration",
+            "3s",
+            "--queue-max-batches",
+            "256",
+            "--batch-max-age",
+            "1s",
+            "--plot",
+            plot.to_str().unwrap(),
+        ],
+    );
+    let r = &v["run"];
+    assert_eq!(r["pass"].as_bool(), Some(true), "{stdout}");
+    assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{stdout}");
+    let samples = r["samples"].as_array().unwrap();
+    assert!(samples.len() >= 8, "{samples:?}");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["rss_bytes"].as_u64().unwrap() > 1 << 20),
+        "{samples:?}"
+    );
+    let first = r["rss_first_third_max_bytes"].as_u64().unwrap();
+    let last = r["rss_last_third_max_bytes"].as_u64().unwrap();
+    let peak = r["peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        first > 0 && last > 0 && first <= peak && last <= peak,
+        "{r}"
+    );
+    assert!(stdout.contains("RSS over the blast"), "{stdout}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    let _ = std::fs::remove_file(&plot);
+    assert!(svg.contains("SUT RSS"), "no RSS series on the plot");
+}
