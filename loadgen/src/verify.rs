@@ -164,10 +164,10 @@ pub struct RunResult {
     /// SUT: its sender threads (`blast.sender_cpu_s`) and its sinks' here.
     pub harness_sinks_cpu_s: f64,
     pub peak_rss_bytes: u64,
-    /// The SUT's RSS over the blast, sampled every 250 ms: the highest
-    /// sample in its first and in its last third. Equal means flat.
-    pub rss_first_third_max_bytes: u64,
-    pub rss_last_third_max_bytes: u64,
+    /// The SUT's RSS over the blast, sampled every 250 ms, in its first and
+    /// in its last third: alike means flat (no growth over the run).
+    pub rss_first_third: RssThird,
+    pub rss_last_third: RssThird,
     pub sut_exit: Option<i32>,
     pub drained: bool,
     pub pass: bool,
@@ -515,7 +515,10 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         (Some(a), Some(b)) => (b - a).max(0.0),
         _ => 0.0,
     };
-    let rss = util::proc_peak_rss(pid).unwrap_or(0);
+    // The kernel's high-water mark is updated lazily: a sample can be above it.
+    let rss = util::proc_peak_rss(pid)
+        .unwrap_or(0)
+        .max(samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0));
     let rss_thirds = rss_thirds(&samples, cfg.duration.as_secs_f64());
     let drops: u64 = child
         .udp
@@ -684,8 +687,8 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         cpu_by_thread,
         harness_sinks_cpu_s: sinks_cpu_s,
         peak_rss_bytes: rss,
-        rss_first_third_max_bytes: rss_thirds.0,
-        rss_last_third_max_bytes: rss_thirds.1,
+        rss_first_third: rss_thirds.0,
+        rss_last_third: rss_thirds.1,
         sut_exit: exit,
         drained,
         pass,
@@ -694,19 +697,32 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     })
 }
 
-/// The highest RSS sample in the first and in the last third of the blast
-/// (`0..blast_s`); the drain after it is left out.
-fn rss_thirds(samples: &[Sample], blast_s: f64) -> (u64, u64) {
+/// The SUT's RSS samples in one third of the blast.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RssThird {
+    pub median_bytes: u64,
+    pub max_bytes: u64,
+}
+
+/// RSS in the first and in the last third of the blast (`0..blast_s`); the
+/// drain after it is left out. Chunks in flight come and go, so single
+/// samples are spiky: the median says whether memory grew, the max how
+/// high it went.
+fn rss_thirds(samples: &[Sample], blast_s: f64) -> (RssThird, RssThird) {
     let third = blast_s / 3.0;
-    let max_in = |from: f64, to: f64| {
-        samples
+    let of = |from: f64, to: f64| {
+        let mut v: Vec<u64> = samples
             .iter()
             .filter(|s| s.t_s > from && s.t_s <= to)
             .map(|s| s.rss_bytes)
-            .max()
-            .unwrap_or(0)
+            .collect();
+        v.sort_unstable();
+        RssThird {
+            median_bytes: v.get(v.len() / 2).copied().unwrap_or(0),
+            max_bytes: v.last().copied().unwrap_or(0),
+        }
     };
-    (max_in(0.0, third), max_in(blast_s - third, blast_s))
+    (of(0.0, third), of(blast_s - third, blast_s))
 }
 
 fn ms(ns: u64) -> String {
@@ -796,12 +812,15 @@ pub fn print_result(r: &RunResult) {
         r.drained,
         r.host_steal_s
     );
-    if r.rss_first_third_max_bytes > 0 && r.rss_last_third_max_bytes > 0 {
+    let (first, last) = (r.rss_first_third, r.rss_last_third);
+    if first.median_bytes > 0 && last.median_bytes > 0 {
         println!(
-            "  RSS over the blast (250 ms samples): max {} in the first third, {} in the last ({:+.1} %)",
-            fmt_bytes(r.rss_first_third_max_bytes as f64),
-            fmt_bytes(r.rss_last_third_max_bytes as f64),
-            (r.rss_last_third_max_bytes as f64 / r.rss_first_third_max_bytes as f64 - 1.0) * 100.0
+            "  RSS over the blast (250 ms samples): first third median {} (max {}), last third median {} (max {}): {:+.1} %",
+            fmt_bytes(first.median_bytes as f64),
+            fmt_bytes(first.max_bytes as f64),
+            fmt_bytes(last.median_bytes as f64),
+            fmt_bytes(last.max_bytes as f64),
+            (last.median_bytes as f64 / first.median_bytes as f64 - 1.0) * 100.0
         );
     }
     if !r.cpu_by_thread.is_empty() {
@@ -1185,7 +1204,7 @@ pub fn find_max(
 
 #[cfg(test)]
 mod tests {
-    use super::{rss_thirds, sluice_config, starved, Sample, Spread, VerifyConfig};
+    use super::{rss_thirds, sluice_config, starved, RssThird, Sample, Spread, VerifyConfig};
     use std::time::Duration;
 
     #[test]
@@ -1198,18 +1217,24 @@ mod tests {
             out_lines: 0,
             rss_bytes: mib << 20,
         };
+        let third = |median: u64, max: u64| RssThird {
+            median_bytes: median << 20,
+            max_bytes: max << 20,
+        };
         // A 6 s blast: thirds (0, 2] and (4, 6]; the drain after 6 s and the
         // middle third do not count.
         let samples = [
             at(0.5, 30),
+            at(1.0, 31),
             at(1.5, 34),
             at(3.0, 90),
             at(4.5, 33),
+            at(5.0, 60),
             at(6.0, 35),
             at(6.5, 80),
         ];
-        assert_eq!(rss_thirds(&samples, 6.0), (34 << 20, 35 << 20));
-        assert_eq!(rss_thirds(&[], 6.0), (0, 0));
+        assert_eq!(rss_thirds(&samples, 6.0), (third(31, 34), third(35, 60)));
+        assert_eq!(rss_thirds(&[], 6.0), (third(0, 0), third(0, 0)));
     }
 
     #[test]
