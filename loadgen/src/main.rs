@@ -205,6 +205,11 @@ struct VerifyArgs {
     /// appliance's default is 1s).
     #[arg(long, default_value = "200ms")]
     batch_max_age: String,
+    /// Receive buffer of each UDP socket of the SUT, either one: sluice's
+    /// `listen.read_buffer_size`, the baseline relay's `--rcvbuf` (capped by
+    /// `net.core.rmem_max`; `tuning/apply.sh` raises it to 64 MiB).
+    #[arg(long, default_value = "8MiB")]
+    rcvbuf: String,
     #[command(flatten)]
     gen: GenArgs,
 }
@@ -627,6 +632,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         pin: a.pin,
         queue_max_batches: a.queue_max_batches as usize,
         batch_max_age: parse_duration(&a.batch_max_age)?,
+        rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

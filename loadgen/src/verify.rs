@@ -62,6 +62,9 @@ pub struct VerifyConfig {
     pub queue_max_batches: usize,
     /// Each sink's `batch_max_age` (the appliance's default is 1 s).
     pub batch_max_age: Duration,
+    /// Receive buffer of every UDP socket, the SUT's either way: sluice's
+    /// `listen.read_buffer_size` and the baseline relay's `--rcvbuf`.
+    pub rcvbuf: u64,
     pub quiet: bool,
 }
 
@@ -86,6 +89,7 @@ impl Default for VerifyConfig {
             pin: false,
             queue_max_batches: 1024,
             batch_max_age: Duration::from_millis(200),
+            rcvbuf: 8 << 20,
             quiet: false,
         }
     }
@@ -233,8 +237,10 @@ pub fn default_sluice_path() -> PathBuf {
 fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String {
     let (io_uring, pin) = (&cfg.io_uring, cfg.pin);
     let (queue, age_ms) = (cfg.queue_max_batches, cfg.batch_max_age.as_millis());
+    // In KiB, rounded up (sluice's sizes are binary: "8192KB" = 8 MiB).
+    let rcvbuf_kib = cfg.rcvbuf.div_ceil(1024);
     let mut s = format!(
-        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"8MB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
@@ -324,6 +330,7 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
                 "127.0.0.1:0",
             ]);
             c.args(["--threads", &cfg.baseline_threads.to_string()]);
+            c.args(["--rcvbuf", &cfg.rcvbuf.to_string()]);
             // Bounded even if nobody signals it.
             let max = cfg.duration.as_secs() + cfg.drain_timeout.as_secs() + 120;
             c.args(["--max-runtime", &format!("{max}s")]);
@@ -1264,6 +1271,10 @@ mod tests {
         let default = sluice_config(&sinks, &VerifyConfig::default());
         assert_eq!(default.matches("queue_max_batches = 1024\n").count(), 2);
         assert_eq!(default.matches("batch_max_age = \"200ms\"\n").count(), 2);
+        assert_eq!(
+            default.matches("read_buffer_size = \"8192KB\"\n").count(),
+            1
+        );
     }
 
     #[test]
