@@ -667,6 +667,21 @@ mod tests {
         }
     }
 
+    /// The newline search's 32-byte steps and byte tail: a single newline at
+    /// every position of every length up to 200, or none.
+    #[test]
+    fn find_newline_at_every_position() {
+        for len in 0..200 {
+            let mut hay = vec![b'a'; len];
+            assert_eq!(find_newline(&hay), None, "len {len}");
+            for at in 0..len {
+                hay[at] = b'\n';
+                assert_eq!(find_newline(&hay), Some(at), "len {len} at {at}");
+                hay[at] = b'a';
+            }
+        }
+    }
+
     #[test]
     fn declines_what_it_does_not_handle() {
         for text in [
