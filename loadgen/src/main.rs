@@ -210,6 +210,10 @@ struct VerifyArgs {
     /// `net.core.rmem_max`; `tuning/apply.sh` raises it to 64 MiB).
     #[arg(long, default_value = "8MiB")]
     rcvbuf: String,
+    /// Fail the run when the SUT's peak RSS is above this, e.g. `256MiB`
+    /// (the memory target).
+    #[arg(long)]
+    max_rss: Option<String>,
     #[command(flatten)]
     gen: GenArgs,
 }
@@ -633,6 +637,12 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         queue_max_batches: a.queue_max_batches as usize,
         batch_max_age: parse_duration(&a.batch_max_age)?,
         rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
+        max_rss: a
+            .max_rss
+            .as_deref()
+            .map(parse_size_f)
+            .transpose()?
+            .map(|b| b as u64),
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

@@ -65,6 +65,8 @@ pub struct VerifyConfig {
     /// Receive buffer of every UDP socket, the SUT's either way: sluice's
     /// `listen.read_buffer_size` and the baseline relay's `--rcvbuf`.
     pub rcvbuf: u64,
+    /// A run whose peak RSS exceeds this fails (the memory target's gate).
+    pub max_rss: Option<u64>,
     pub quiet: bool,
 }
 
@@ -90,6 +92,7 @@ impl Default for VerifyConfig {
             queue_max_batches: 1024,
             batch_max_age: Duration::from_millis(200),
             rcvbuf: 8 << 20,
+            max_rss: None,
             quiet: false,
         }
     }
@@ -172,6 +175,8 @@ pub struct RunResult {
     /// in its last third: alike means flat (no growth over the run).
     pub rss_first_third: RssThird,
     pub rss_last_third: RssThird,
+    /// `--max-rss`: the run fails when `peak_rss_bytes` is above it.
+    pub max_rss_bytes: Option<u64>,
     pub sut_exit: Option<i32>,
     pub drained: bool,
     pub pass: bool,
@@ -642,6 +647,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let n = cfg.sinks as f64;
     let dup_total: u64 = sink_results.iter().map(|s| s.duplicates).sum();
     let pass = offered > 0
+        && cfg.max_rss.is_none_or(|max| rss <= max)
         && loss_fraction <= cfg.max_loss
         && dup_total == 0
         && (format!("{amp:.2}") == format!("{n:.2}")
@@ -696,6 +702,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         peak_rss_bytes: rss,
         rss_first_third: rss_thirds.0,
         rss_last_third: rss_thirds.1,
+        max_rss_bytes: cfg.max_rss,
         sut_exit: exit,
         drained,
         pass,
@@ -850,6 +857,13 @@ pub fn print_result(r: &RunResult) {
         "  load generator cpu, on the same CPUs: sender {:.2}s, sinks {:.2}s",
         r.blast.sender_cpu_s, r.harness_sinks_cpu_s
     );
+    if let Some(max) = r.max_rss_bytes.filter(|&max| r.peak_rss_bytes > max) {
+        println!(
+            "  peak RSS {} is above --max-rss {}",
+            fmt_bytes(r.peak_rss_bytes as f64),
+            fmt_bytes(max as f64)
+        );
+    }
     println!("  result: {}", if r.pass { "PASS" } else { "FAIL" });
 }
 

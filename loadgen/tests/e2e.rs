@@ -469,6 +469,8 @@ fn verify_default_sink_settings_and_rss_over_time() {
             "256",
             "--batch-max-age",
             "1s",
+            "--max-rss",
+            "256MiB",
             "--plot",
             plot.to_str().unwrap(),
         ],
@@ -494,4 +496,16 @@ fn verify_default_sink_settings_and_rss_over_time() {
     let svg = std::fs::read_to_string(&plot).unwrap();
     let _ = std::fs::remove_file(&plot);
     assert!(svg.contains("SUT RSS"), "no RSS series on the plot");
+    assert_eq!(r["max_rss_bytes"].as_u64(), Some(256 << 20));
+
+    // Above `--max-rss` the run fails, with the reason, like a loss would.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+        .args(["verify", "--no-progress", "--sluice"])
+        .arg(&sluice)
+        .args(["--rate", "2MB/s", "--duration", "1s", "--max-rss", "1MiB"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("is above --max-rss 1.00 MiB"), "{stdout}");
 }
