@@ -13,6 +13,11 @@
 #                     `cargo build --release --workspace`, or carry them)
 #   RATE=1GiB/s DURATION=30s PAYLOAD=8192 THREADS=4 REPEAT=1 MAX_LOSS=0.001%
 #   PIN=false         sluice's listen.pin (the sender shares the host's CPUs)
+#   MEMORY_DURATION=60s  then sluice alone at RATE for this long with the
+#                     appliance's default sink settings (queue 256, 1 s),
+#                     gated at 256 MiB peak RSS (loss is the first run's
+#                     business): memory.txt, memory.json, memory.svg (RSS on
+#                     the plot's right axis); 0 skips it
 # THREADS is the sender's thread count: one moves ≈200k datagrams/s, so
 # 1 GiB/s needs about 1 at 8 KiB and 4 at 1400 B; give it headroom.
 set -euo pipefail
@@ -42,10 +47,24 @@ mkdir -p "$out"
 # Host settings the figures depend on; apply.sh needs root and says what it could not set.
 bash tuning/apply.sh 2>&1 | tee "$out/tuning.txt" || true
 
+status=0
 "$loadgen" verify --compare-baseline \
     --sluice "$sluice" \
     --rate "${RATE:-1GiB/s}" --duration "${DURATION:-30s}" \
     --payload "${PAYLOAD:-8192}" --threads "${THREADS:-4}" --sources 16 \
     --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" --pin "${PIN:-false}" \
     --json "$out/headline.json" --plot "$out/headline.svg" --no-progress \
-    | tee "$out/headline.txt"
+    | tee "$out/headline.txt" || status=$?
+
+# The memory target: peak RSS under full load at the default configuration.
+if [ "${MEMORY_DURATION:-60s}" != 0 ]; then
+    "$loadgen" verify \
+        --sluice "$sluice" \
+        --rate "${RATE:-1GiB/s}" --duration "${MEMORY_DURATION:-60s}" \
+        --payload "${PAYLOAD:-8192}" --threads "${THREADS:-4}" --sources 16 \
+        --queue-max-batches 256 --batch-max-age 1s --max-rss 256MiB \
+        --max-loss 100% --pin "${PIN:-false}" \
+        --json "$out/memory.json" --plot "$out/memory.svg" --no-progress \
+        | tee "$out/memory.txt" || status=$?
+fi
+exit "$status"
