@@ -369,12 +369,30 @@ fn spawn_sut(sut: &Sut, sinks: &[SocketAddr], cfg: &VerifyConfig, tag: usize) ->
         admin: "127.0.0.1:0".parse()?,
         log: log.clone(),
     };
-    let (udp, admin) = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
-        anyhow!(
-            "{} did not print its `listening udp=... admin=...` line within 20s (log: {})",
-            sut.name(),
-            log.display()
-        )
+    let (udp, admin) = rx.recv_timeout(Duration::from_secs(20)).map_err(|e| {
+        // Its stdout closed first: it exited (a config it refused, a port in
+        // use), and its last words are in the log.
+        let last = std::fs::read_to_string(&log)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        match e {
+            std::sync::mpsc::RecvTimeoutError::Disconnected => anyhow!(
+                "{} exited before listening: {last} (log: {})",
+                sut.name(),
+                log.display()
+            ),
+            std::sync::mpsc::RecvTimeoutError::Timeout => anyhow!(
+                "{} did not print its `listening udp=... admin=...` line within 20s (log: {})",
+                sut.name(),
+                log.display()
+            ),
+        }
     })?;
     for a in udp.iter().chain(std::iter::once(&admin)) {
         if !a.ip().is_loopback() {

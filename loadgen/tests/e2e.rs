@@ -509,3 +509,38 @@ fn verify_default_sink_settings_and_rss_over_time() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("is above --max-rss 1.00 MiB"), "{stdout}");
 }
+
+/// A configuration sluice refuses ends the run at once with sluice's own
+/// reason, not after a 20 s wait for a listening line that never comes.
+#[test]
+fn verify_reports_why_the_sut_did_not_start() {
+    let Some(sluice) = sibling_sluice() else {
+        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this test");
+        return;
+    };
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+        .args(["verify", "--no-progress", "--sluice"])
+        .arg(&sluice)
+        .args([
+            "--rate",
+            "1MB/s",
+            "--duration",
+            "1s",
+            "--batch-max-age",
+            "0s",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sluice exited before listening"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("batch_max_age: must be greater than zero"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+}
