@@ -1,0 +1,221 @@
+//! Starting the system under test: sluice with a generated configuration, or
+//! the baseline relay, as a child process on loopback; its listening line,
+//! its shutdown, and its `/metrics`.
+
+use super::{parse_metrics, Sut, VerifyConfig};
+use crate::http;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn default_sluice_path() -> PathBuf {
+    // Workspace root: loadgen's manifest dir's parent at build time; fall back to cwd.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf);
+    let rel = PathBuf::from("target/release/sluice");
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        let p = PathBuf::from(t).join("release/sluice");
+        if p.exists() {
+            return p;
+        }
+    }
+    match root {
+        Some(r) if r.join(&rel).exists() => r.join(rel),
+        _ => rel,
+    }
+}
+
+pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String {
+    let (io_uring, pin) = (&cfg.io_uring, cfg.pin);
+    let (queue, age_ms) = (cfg.queue_max_batches, cfg.batch_max_age.as_millis());
+    // In KiB, rounded up (sluice's sizes are binary: "8192KB" = 8 MiB).
+    let rcvbuf_kib = cfg.rcvbuf.div_ceil(1024);
+    let mut s = format!(
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for (i, a) in sinks.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"{age_ms}ms\"\nqueue_max_batches = {queue}\nconnections = 2\ntimeout = \"10s\"\n"
+        ));
+    }
+    s
+}
+
+pub(super) struct Child2 {
+    pub(super) child: Child,
+    pub(super) udp: Vec<SocketAddr>,
+    pub(super) admin: SocketAddr,
+    pub(super) log: PathBuf,
+}
+
+impl Child2 {
+    pub(super) fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Child2 {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn parse_listening(line: &str) -> Option<(Vec<SocketAddr>, SocketAddr)> {
+    let rest = line.trim().strip_prefix("listening ")?;
+    let mut udp = Vec::new();
+    let mut admin = None;
+    for part in rest.split_whitespace() {
+        if let Some(u) = part.strip_prefix("udp=") {
+            for a in u.split(',') {
+                udp.push(a.parse().ok()?);
+            }
+        } else if let Some(a) = part.strip_prefix("admin=") {
+            admin = a.parse().ok();
+        }
+    }
+    Some((udp, admin?))
+}
+
+pub(super) fn spawn_sut(
+    sut: &Sut,
+    sinks: &[SocketAddr],
+    cfg: &VerifyConfig,
+    tag: usize,
+) -> Result<Child2> {
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let log = dir.join(format!("sluice-verify-{pid}-{tag}.log"));
+    let logf = std::fs::File::create(&log)?;
+    let mut cmd = match sut {
+        Sut::Sluice(path) => {
+            if !path.exists() {
+                bail!(
+                    "sluice binary not found at {} — build it with `cargo build --release -p sluice` or pass --sluice PATH",
+                    path.display()
+                );
+            }
+            let conf = dir.join(format!("sluice-verify-{pid}-{tag}.toml"));
+            std::fs::write(&conf, sluice_config(sinks, cfg))?;
+            let mut c = Command::new(path);
+            c.arg("--config").arg(conf);
+            c
+        }
+        Sut::Baseline => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args([
+                "baseline",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+            ]);
+            c.args(["--threads", &cfg.baseline_threads.to_string()]);
+            c.args(["--rcvbuf", &cfg.rcvbuf.to_string()]);
+            // Bounded even if nobody signals it.
+            let max = cfg.duration.as_secs() + cfg.drain_timeout.as_secs() + 120;
+            c.args(["--max-runtime", &format!("{max}s")]);
+            for a in sinks {
+                c.arg("--sink").arg(format!("http://{a}/write?db=test"));
+            }
+            c
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(logf));
+    let mut child = cmd.spawn().context("spawning system under test")?;
+    let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            if !sent {
+                if let Some(p) = parse_listening(&l) {
+                    let _ = tx.send(p);
+                    sent = true;
+                }
+            }
+        }
+    });
+    let mut c2 = Child2 {
+        child,
+        udp: vec![],
+        admin: "127.0.0.1:0".parse()?,
+        log: log.clone(),
+    };
+    let (udp, admin) = rx.recv_timeout(Duration::from_secs(20)).map_err(|e| {
+        // Its stdout closed first: it exited (a config it refused, a port in
+        // use), and its last words are in the log.
+        let last = std::fs::read_to_string(&log)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        match e {
+            std::sync::mpsc::RecvTimeoutError::Disconnected => anyhow!(
+                "{} exited before listening: {last} (log: {})",
+                sut.name(),
+                log.display()
+            ),
+            std::sync::mpsc::RecvTimeoutError::Timeout => anyhow!(
+                "{} did not print its `listening udp=... admin=...` line within 20s (log: {})",
+                sut.name(),
+                log.display()
+            ),
+        }
+    })?;
+    for a in udp.iter().chain(std::iter::once(&admin)) {
+        if !a.ip().is_loopback() {
+            bail!("SUT listens on non-loopback {a}; refusing to send");
+        }
+    }
+    c2.udp = udp;
+    c2.admin = admin;
+    let t0 = Instant::now();
+    loop {
+        if let Ok((200, _)) = http::get(admin, "/readyz", Duration::from_secs(1)) {
+            break;
+        }
+        if let Ok(Some(st)) = c2.child.try_wait() {
+            bail!("{} exited early ({st}); log: {}", sut.name(), log.display());
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            bail!("{} /readyz not 200 within 20s", sut.name());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(c2)
+}
+
+pub(super) fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
+    match http::get(admin, "/metrics", Duration::from_secs(2)) {
+        Ok((200, b)) => parse_metrics(&String::from_utf8_lossy(&b)),
+        _ => BTreeMap::new(),
+    }
+}
