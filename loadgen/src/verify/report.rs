@@ -7,10 +7,13 @@ use anyhow::{anyhow, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Nanoseconds as milliseconds, for the latency line.
 fn ms(ns: u64) -> String {
     format!("{:.2} ms", ns as f64 / 1e6)
 }
 
+/// One run's readable report: rates in and out, per-sink counts, loss from
+/// three sides, latency, the SUT's CPU and memory, and PASS or FAIL.
 pub fn print_result(r: &RunResult) {
     let b = &r.blast;
     println!("== {} @ {} ==", r.sut, r.rate);
@@ -217,6 +220,7 @@ pub(super) fn per_gib(cpu_s: f64, received_bytes: f64) -> f64 {
     }
 }
 
+/// Medians and ranges of each thread group's user and system CPU per GiB.
 fn cpu_per_gib_by_thread(runs: &[&RunResult]) -> Option<BTreeMap<String, (Spread, Spread)>> {
     let groups: std::collections::BTreeSet<&String> =
         runs.iter().flat_map(|r| r.cpu_by_thread.keys()).collect();

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The workspace's release build of sluice (under `$CARGO_TARGET_DIR` when
+/// that is set and holds one): what `verify` runs without `--sluice`.
 pub fn default_sluice_path() -> PathBuf {
     // Workspace root: loadgen's manifest dir's parent at build time; fall back to cwd.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,6 +32,8 @@ pub fn default_sluice_path() -> PathBuf {
     }
 }
 
+/// sluice's configuration for a run: one loopback listener on a free port,
+/// the admin server on another, and every sink subscribed to every route.
 pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String {
     let (io_uring, pin) = (&cfg.io_uring, cfg.pin);
     let (queue, age_ms) = (cfg.queue_max_batches, cfg.batch_max_age.as_millis());
@@ -46,14 +50,16 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
     s
 }
 
-pub(super) struct Child2 {
+/// The running SUT: its process, the addresses it said it listens on, and
+/// the log its stderr goes to. Dropping it stops the process.
+pub(super) struct SutProcess {
     pub(super) child: Child,
     pub(super) udp: Vec<SocketAddr>,
     pub(super) admin: SocketAddr,
     pub(super) log: PathBuf,
 }
 
-impl Child2 {
+impl SutProcess {
     pub(super) fn terminate(&mut self) -> Option<i32> {
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         unsafe {
@@ -72,7 +78,7 @@ impl Child2 {
     }
 }
 
-impl Drop for Child2 {
+impl Drop for SutProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -81,6 +87,8 @@ impl Drop for Child2 {
     }
 }
 
+/// The SUT's `listening udp=ADDR[,ADDR…] admin=ADDR` line (sluice's and
+/// the baseline relay's alike), with the ports the kernel chose.
 fn parse_listening(line: &str) -> Option<(Vec<SocketAddr>, SocketAddr)> {
     let rest = line.trim().strip_prefix("listening ")?;
     let mut udp = Vec::new();
@@ -97,12 +105,14 @@ fn parse_listening(line: &str) -> Option<(Vec<SocketAddr>, SocketAddr)> {
     Some((udp, admin?))
 }
 
+/// Start the SUT, wait for its listening line, and refuse to go on unless
+/// every address it listens on is loopback.
 pub(super) fn spawn_sut(
     sut: &Sut,
     sinks: &[SocketAddr],
     cfg: &VerifyConfig,
     tag: usize,
-) -> Result<Child2> {
+) -> Result<SutProcess> {
     let dir = std::env::temp_dir();
     let pid = std::process::id();
     let log = dir.join(format!("sluice-verify-{pid}-{tag}.log"));
@@ -159,7 +169,7 @@ pub(super) fn spawn_sut(
             }
         }
     });
-    let mut c2 = Child2 {
+    let mut process = SutProcess {
         child,
         udp: vec![],
         admin: "127.0.0.1:0".parse()?,
@@ -195,14 +205,14 @@ pub(super) fn spawn_sut(
             bail!("SUT listens on non-loopback {a}; refusing to send");
         }
     }
-    c2.udp = udp;
-    c2.admin = admin;
+    process.udp = udp;
+    process.admin = admin;
     let t0 = Instant::now();
     loop {
         if let Ok((200, _)) = http::get(admin, "/readyz", Duration::from_secs(1)) {
             break;
         }
-        if let Ok(Some(st)) = c2.child.try_wait() {
+        if let Ok(Some(st)) = process.child.try_wait() {
             bail!("{} exited early ({st}); log: {}", sut.name(), log.display());
         }
         if t0.elapsed() > Duration::from_secs(20) {
@@ -210,9 +220,11 @@ pub(super) fn spawn_sut(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(c2)
+    Ok(process)
 }
 
+/// The SUT's `/metrics`, parsed; empty when the scrape fails (a run reads
+/// it several times, and one miss must not end the run).
 pub(super) fn scrape(admin: SocketAddr) -> BTreeMap<String, f64> {
     match http::get(admin, "/metrics", Duration::from_secs(2)) {
         Ok((200, b)) => parse_metrics(&String::from_utf8_lossy(&b)),
