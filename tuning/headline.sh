@@ -47,24 +47,22 @@ mkdir -p "$out"
 # Host settings the figures depend on; apply.sh needs root and says what it could not set.
 bash tuning/apply.sh 2>&1 | tee "$out/tuning.txt" || true
 
+# The same sluice, load and layout for both runs below.
+load=(--sluice "$sluice" --rate "${RATE:-1GiB/s}" --payload "${PAYLOAD:-8192}"
+    --threads "${THREADS:-4}" --sources 16 --pin "${PIN:-false}" --no-progress)
+
 status=0
-"$loadgen" verify --compare-baseline \
-    --sluice "$sluice" \
-    --rate "${RATE:-1GiB/s}" --duration "${DURATION:-30s}" \
-    --payload "${PAYLOAD:-8192}" --threads "${THREADS:-4}" --sources 16 \
-    --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" --pin "${PIN:-false}" \
-    --json "$out/headline.json" --plot "$out/headline.svg" --no-progress \
+"$loadgen" verify --compare-baseline "${load[@]}" \
+    --duration "${DURATION:-30s}" --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" \
+    --json "$out/headline.json" --plot "$out/headline.svg" \
     | tee "$out/headline.txt" || status=$?
 
 # The memory target: peak RSS under full load at the default configuration.
 if [ "${MEMORY_DURATION:-60s}" != 0 ]; then
-    "$loadgen" verify \
-        --sluice "$sluice" \
-        --rate "${RATE:-1GiB/s}" --duration "${MEMORY_DURATION:-60s}" \
-        --payload "${PAYLOAD:-8192}" --threads "${THREADS:-4}" --sources 16 \
-        --queue-max-batches 256 --batch-max-age 1s --max-rss 256MiB \
-        --max-loss 100% --pin "${PIN:-false}" \
-        --json "$out/memory.json" --plot "$out/memory.svg" --no-progress \
+    "$loadgen" verify "${load[@]}" \
+        --duration "${MEMORY_DURATION:-60s}" \
+        --queue-max-batches 256 --batch-max-age 1s --max-rss 256MiB --max-loss 100% \
+        --json "$out/memory.json" --plot "$out/memory.svg" \
         | tee "$out/memory.txt" || status=$?
 fi
 exit "$status"

@@ -19,8 +19,6 @@ mod sut;
 use report::per_gib;
 pub use report::{plot, print_result, print_run_line, print_summary, RepeatSummary, Spread};
 pub use sut::default_sluice_path;
-#[cfg(test)]
-use sut::sluice_config;
 use sut::{scrape, spawn_sut};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -690,7 +688,8 @@ pub fn find_max(
 
 #[cfg(test)]
 mod tests {
-    use super::{rss_thirds, sluice_config, starved, RssThird, Sample, Spread, VerifyConfig};
+    use super::sut::sluice_config;
+    use super::{rss_thirds, starved, RssThird, Sample, Spread, VerifyConfig};
     use std::time::Duration;
 
     #[test]
