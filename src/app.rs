@@ -148,7 +148,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(
                     requested = config.listen.read_buffer_size,
                     effective = opened.effective_rcvbuf / 2,
-                    "the kernel clamped SO_RCVBUF; raise net.core.rmem_max (see tuning/) to get the requested size"
+                    "the kernel clamped SO_RCVBUF at net.core.rmem_max and SO_RCVBUFFORCE needs CAP_NET_ADMIN; raise rmem_max (see tuning/) to get the requested size"
                 );
             }
         }

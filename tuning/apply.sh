@@ -5,8 +5,9 @@
 #   tuning/apply.sh --report   report only
 set -euo pipefail
 
-# Socket receive buffers: sluice asks for listen.read_buffer_size per socket;
-# the kernel caps SO_RCVBUF at rmem_max.
+# Socket receive buffers: sluice asks for listen.read_buffer_size per socket
+# (default 32 MiB); the kernel caps SO_RCVBUF at rmem_max unless the process
+# has CAP_NET_ADMIN (the systemd unit does not grant it).
 RMEM_MAX=${RMEM_MAX:-67108864}        # 64 MiB
 RMEM_DEFAULT=${RMEM_DEFAULT:-8388608} # 8 MiB
 # Packets queued per CPU between the NIC driver and the socket layer.

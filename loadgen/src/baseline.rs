@@ -97,7 +97,7 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
     for _ in 0..threads {
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_port(true)?;
-        let _ = s.set_recv_buffer_size(cfg.rcvbuf);
+        set_recv_buffer(&s, cfg.rcvbuf);
         s.set_read_timeout(Some(Duration::from_millis(50)))?;
         s.bind(&addr.into())
             .with_context(|| format!("bind {addr}"))?;
@@ -337,6 +337,27 @@ fn admin_loop(l: TcpListener, m: Arc<Metrics>, stop: Arc<AtomicBool>, port: u16)
                 }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// The same receive buffer sluice asks for: `SO_RCVBUF`, then `SO_RCVBUFFORCE`
+/// where `net.core.rmem_max` capped it and the process has `CAP_NET_ADMIN`, so
+/// that both relays always get equal buffers. Best effort, as before.
+fn set_recv_buffer(socket: &Socket, rcvbuf: usize) {
+    let _ = socket.set_recv_buffer_size(rcvbuf);
+    let capped = socket.recv_buffer_size().is_ok_and(|got| got / 2 < rcvbuf);
+    if let (true, Ok(value)) = (capped, libc::c_int::try_from(rcvbuf)) {
+        // SAFETY: the socket is open; the value pointer and length describe
+        // `value`, which outlives the call. An EPERM leaves the capped size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
         }
     }
 }

@@ -133,7 +133,9 @@ struct BaselineArgs {
     /// Keep-alive connections per sink.
     #[arg(long, default_value_t = 2)]
     connections: usize,
-    #[arg(long, default_value = "8MB")]
+    /// SO_RCVBUF per socket (SO_RCVBUFFORCE past rmem_max with CAP_NET_ADMIN),
+    /// as sluice's `listen.read_buffer_size`, whose default this is.
+    #[arg(long, default_value = "32MiB")]
     rcvbuf: String,
     /// Upper bound on run time.
     #[arg(long, default_value = "3600s")]
@@ -207,8 +209,10 @@ struct VerifyArgs {
     batch_max_age: String,
     /// Receive buffer of each UDP socket of the SUT, either one: sluice's
     /// `listen.read_buffer_size`, the baseline relay's `--rcvbuf` (capped by
-    /// `net.core.rmem_max`; `tuning/apply.sh` raises it to 64 MiB).
-    #[arg(long, default_value = "8MiB")]
+    /// `net.core.rmem_max` without CAP_NET_ADMIN; `tuning/apply.sh` raises it
+    /// to 64 MiB). 32 MiB, sluice's default: with 8 MiB both relays lost
+    /// lines now and then at full speed on a shared 2-core host.
+    #[arg(long, default_value = "32MiB")]
     rcvbuf: String,
     /// Fail the run when the SUT's peak RSS is above this, e.g. `256MiB`
     /// (the memory target).

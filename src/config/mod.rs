@@ -527,7 +527,7 @@ impl Validator<'_> {
             io_uring,
             read_buffer_size: self.range(
                 "listen.read_buffer_size",
-                self.size("listen.read_buffer_size", raw.read_buffer_size, 4 << 20)?,
+                self.size("listen.read_buffer_size", raw.read_buffer_size, 32 << 20)?,
                 4 << 10,
                 2 << 30,
             )? as usize,
@@ -794,6 +794,10 @@ mod tests {
         assert_eq!(c.sanity.max_time_past, Duration::from_secs(600));
         assert_eq!(c.sanity.max_line_length, 64 << 10);
         assert_eq!(c.junkyard, "junk");
+        // The file and the code agree on the receive buffer.
+        assert_eq!(c.listen.read_buffer_size, 32 << 20);
+        let unset = Config::parse("", "t").unwrap();
+        assert_eq!(unset.listen.read_buffer_size, c.listen.read_buffer_size);
     }
 
     #[test]

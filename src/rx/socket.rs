@@ -62,7 +62,7 @@ fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketA
     }
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.set_recv_buffer_size(rcvbuf)?;
+    set_recv_buffer(&socket, rcvbuf)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     let local = socket
@@ -71,6 +71,35 @@ fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketA
         .ok_or_else(|| std::io::Error::other("bound address is not an IP socket address"))?;
     let effective = socket.recv_buffer_size()?;
     Ok((socket, local, effective))
+}
+
+/// Ask for `rcvbuf` bytes of receive buffer. The kernel caps `SO_RCVBUF` at
+/// `net.core.rmem_max`; where that cap bites, `SO_RCVBUFFORCE` gets the size
+/// anyway for a process with `CAP_NET_ADMIN` (root, or a unit granting it), as
+/// systemd's own sockets do. Without the capability the capped size stands and
+/// the caller warns.
+pub(super) fn set_recv_buffer(socket: &Socket, rcvbuf: usize) -> std::io::Result<()> {
+    socket.set_recv_buffer_size(rcvbuf)?;
+    // Linux doubles the value it stores (bookkeeping overhead), so a size
+    // below twice the request means the cap applied.
+    if socket.recv_buffer_size()? / 2 < rcvbuf {
+        let Ok(value) = libc::c_int::try_from(rcvbuf) else {
+            return Ok(());
+        };
+        // SAFETY: the socket is open and owned by the caller; the value
+        // pointer and length describe `value`, which outlives the call. An
+        // EPERM (no CAP_NET_ADMIN) leaves the capped size in place.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The socket's drop counter (`sk_drops`: datagrams the kernel dropped

@@ -365,6 +365,43 @@ fn effective_rcvbuf_is_read_back() {
     );
 }
 
+/// Whether this process holds CAP_NET_ADMIN (bit 12 of `CapEff`).
+fn has_net_admin() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+#[test]
+fn rcvbuf_above_rmem_max_is_forced_with_net_admin() {
+    let Some(rmem_max) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        eprintln!("no /proc/sys/net/core/rmem_max: SKIPPED");
+        return;
+    };
+    let requested = rmem_max + (1 << 20);
+    let cfg = RxConfig {
+        rcvbuf: requested,
+        ..config(vec![v4()], IoUringMode::Off)
+    };
+    let effective = open(&cfg, RxPath::Recvmmsg).effective_rcvbuf();
+    if has_net_admin() {
+        // SO_RCVBUFFORCE: the request, doubled, past the cap.
+        assert!(
+            effective / 2 >= requested,
+            "{effective} (requested {requested})"
+        );
+    } else {
+        // No capability: the cap stands (and the app warns).
+        assert!(effective <= 2 * rmem_max, "{effective} (cap {rmem_max})");
+    }
+}
+
 #[test]
 fn receiver_is_send() {
     fn assert_send<T: Send>() {}

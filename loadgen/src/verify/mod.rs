@@ -96,7 +96,7 @@ impl Default for VerifyConfig {
             pin: false,
             queue_max_batches: 1024,
             batch_max_age: Duration::from_millis(200),
-            rcvbuf: 8 << 20,
+            rcvbuf: 32 << 20,
             max_rss: None,
             quiet: false,
         }
@@ -750,7 +750,7 @@ mod tests {
         assert_eq!(default.matches("queue_max_batches = 1024\n").count(), 2);
         assert_eq!(default.matches("batch_max_age = \"200ms\"\n").count(), 2);
         assert_eq!(
-            default.matches("read_buffer_size = \"8192KB\"\n").count(),
+            default.matches("read_buffer_size = \"32768KB\"\n").count(),
             1
         );
     }
