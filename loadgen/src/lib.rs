@@ -2,6 +2,7 @@
 
 pub mod baseline;
 pub mod blast;
+pub mod cpus;
 pub mod gen;
 pub mod http;
 pub mod sink;

@@ -214,6 +214,13 @@ struct VerifyArgs {
     /// lines now and then at full speed on a shared 2-core host.
     #[arg(long, default_value = "32MiB")]
     rcvbuf: String,
+    /// Run the SUT (sluice or the baseline) on these CPUs only, e.g. `1` or
+    /// `0-3`, and the sender and the sinks on the others: the SUT's capacity
+    /// on that many cores, without the harness taking its CPU (or it the
+    /// harness's). sluice starts one shard per CPU given, the baseline one
+    /// receiver. Default: everything shares every CPU.
+    #[arg(long, value_name = "LIST")]
+    sut_cpus: Option<String>,
     /// Fail the run when the SUT's peak RSS is above this, e.g. `256MiB`
     /// (the memory target).
     #[arg(long)]
@@ -647,6 +654,13 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
             .map(parse_size_f)
             .transpose()?
             .map(|b| b as u64),
+        cpus: match &a.sut_cpus {
+            Some(list) => Some(sluice_loadgen::cpus::CpuSplit::new(
+                sluice_loadgen::cpus::parse_cpu_list(list)?,
+                &sluice_loadgen::cpus::allowed()?,
+            )?),
+            None => None,
+        },
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

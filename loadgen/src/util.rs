@@ -285,9 +285,18 @@ pub fn proc_rss(pid: u32) -> Option<u64> {
 }
 
 fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    proc_status_field(pid, key)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The value of `key` (e.g. `"Cpus_allowed_list:"`) in /proc/PID/status.
+pub fn proc_status_field(pid: u32, key: &str) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let l = s.lines().find(|l| l.starts_with(key))?;
-    l.split_whitespace().nth(1)?.parse().ok()
+    Some(l[key.len()..].trim().to_string())
 }
 
 /// Host-wide UDP counters from /proc/net/snmp (+snmp6): (InErrors, RcvbufErrors).
@@ -319,6 +328,13 @@ pub fn udp_snmp() -> (u64, u64) {
         }
     }
     (in_err, rcvbuf)
+}
+
+/// CPUs online on this host (not this thread's affinity mask).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 /// Sum of the per-socket `drops` column of /proc/net/udp{,6} for sockets bound to `port`.

@@ -544,3 +544,67 @@ fn verify_reports_why_the_sut_did_not_start() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
 }
+
+/// `--sut-cpus`: the SUT runs on the CPUs named (the kernel's own word for it
+/// is checked by `verify`), the sender and the sinks on the rest, and the
+/// report gives lines per SUT CPU. Needs two CPUs.
+#[test]
+fn verify_sut_cpus_splits_the_host() {
+    use sluice_loadgen::cpus;
+    let allowed = cpus::allowed().unwrap();
+    if allowed.len() < 2 {
+        eprintln!("one CPU here: --sut-cpus needs two; SKIPPED");
+        return;
+    }
+    let sut = allowed[allowed.len() - 1];
+    let rest = cpus::fmt_cpu_list(&allowed[..allowed.len() - 1]);
+    let sut_arg = sut.to_string();
+    let mut args = vec![
+        "--sut-cpus",
+        sut_arg.as_str(),
+        "--rate",
+        "5MB/s",
+        "--duration",
+        "2s",
+    ];
+    let sluice = sibling_sluice();
+    let runs = match &sluice {
+        Some(path) => {
+            args.extend(["--compare-baseline", "--sluice", path.to_str().unwrap()]);
+            vec!["baseline", "sluice"]
+        }
+        None => {
+            eprintln!("no sluice binary beside sluice-loadgen: the baseline only");
+            args.push("--baseline");
+            vec!["run"]
+        }
+    };
+    let (stdout, v) = verify_json("cpus", &args);
+    assert!(
+        stdout.contains(&format!("SUT on {sut}, sender and sinks on {rest}")),
+        "{stdout}"
+    );
+    for key in runs {
+        let r = &v[key];
+        assert_eq!(r["pass"].as_bool(), Some(true), "{key}: {stdout}");
+        assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{key}");
+        assert_eq!(r["sut_cpus"].as_str(), Some(sut_arg.as_str()), "{key}");
+        assert_eq!(r["harness_cpus"].as_str(), Some(rest.as_str()), "{key}");
+        let per_cpu = r["lines_per_s_per_sut_cpu"].as_f64().unwrap();
+        let lines = r["received_lines_per_s"].as_f64().unwrap();
+        assert!(
+            per_cpu > 0.0 && (per_cpu - lines).abs() < 1e-6 * lines,
+            "{key}: {r}"
+        );
+    }
+
+    // Every CPU for the SUT leaves none for the harness: refused, with why.
+    let all = cpus::fmt_cpu_list(&allowed);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"))
+        .args(["verify", "--no-progress", "--baseline", "--sut-cpus", &all])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("leaves no CPU"), "{stderr}");
+}

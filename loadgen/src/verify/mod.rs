@@ -2,10 +2,11 @@
 //! child process, an in-process blast, then exact loss accounting from three sides.
 
 use crate::blast::{self, BlastConfig, BlastReport, Progress};
+use crate::cpus::{self, CpuSplit};
 use crate::gen::Precision;
 use crate::sink::{self, SinkConfig, SinkHandle};
 use crate::util::{self, fmt_bytes, fmt_count, Rate};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,6 +73,9 @@ pub struct VerifyConfig {
     pub rcvbuf: u64,
     /// A run whose peak RSS exceeds this fails (the memory target's gate).
     pub max_rss: Option<u64>,
+    /// `--sut-cpus`: the SUT on these CPUs, the sender and the sinks on the
+    /// rest. `None`: everything shares every CPU.
+    pub cpus: Option<CpuSplit>,
     pub quiet: bool,
 }
 
@@ -98,6 +102,7 @@ impl Default for VerifyConfig {
             batch_max_age: Duration::from_millis(200),
             rcvbuf: 32 << 20,
             max_rss: None,
+            cpus: None,
             quiet: false,
         }
     }
@@ -182,6 +187,12 @@ pub struct RunResult {
     pub rss_last_third: RssThird,
     /// `--max-rss`: the run fails when `peak_rss_bytes` is above it.
     pub max_rss_bytes: Option<u64>,
+    /// `--sut-cpus`: the CPUs the SUT ran on and those the sender and the
+    /// sinks kept (`0-3` form); empty when all shared every CPU.
+    pub sut_cpus: String,
+    pub harness_cpus: String,
+    /// Lines received per second per CPU of `sut_cpus` (0 when shared).
+    pub lines_per_s_per_sut_cpu: f64,
     pub sut_exit: Option<i32>,
     pub drained: bool,
     pub pass: bool,
@@ -228,6 +239,11 @@ fn label_value(series: &str, key: &str) -> Option<String> {
 
 /// One full run at `rate`: fresh sinks, fresh SUT.
 pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result<RunResult> {
+    if let Some(split) = &cfg.cpus {
+        // Before the sinks and the sender start: their threads inherit it.
+        cpus::apply(&cpus::cpu_set(&split.harness))
+            .context("restricting the harness to the CPUs --sut-cpus leaves")?;
+    }
     let mut sinks: SinkHandle = sink::start(SinkConfig {
         listen: (0..cfg.sinks)
             .map(|_| "127.0.0.1:0".parse().expect("addr"))
@@ -239,6 +255,18 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let sink_addrs = sinks.addrs();
     let mut child = spawn_sut(sut, &sink_addrs, cfg, tag)?;
     let pid = child.child.id();
+    // What the kernel says the SUT may run on, not what was asked for.
+    let sut_cpus = match &cfg.cpus {
+        Some(split) => {
+            let seen = util::proc_status_field(pid, "Cpus_allowed_list:").unwrap_or_default();
+            let want = cpus::fmt_cpu_list(&split.sut);
+            if cpus::parse_cpu_list(&seen).ok().as_deref() != Some(split.sut.as_slice()) {
+                bail!("the SUT runs on CPUs {seen:?}, not the {want} --sut-cpus asked for");
+            }
+            want
+        }
+        None => String::new(),
+    };
     let (snmp_in0, snmp_rb0) = util::udp_snmp();
     let drops0: u64 = child
         .udp
@@ -523,6 +551,15 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         rss_first_third: rss_thirds.0,
         rss_last_third: rss_thirds.1,
         max_rss_bytes: cfg.max_rss,
+        sut_cpus,
+        harness_cpus: cfg
+            .cpus
+            .as_ref()
+            .map_or(String::new(), |s| cpus::fmt_cpu_list(&s.harness)),
+        lines_per_s_per_sut_cpu: cfg
+            .cpus
+            .as_ref()
+            .map_or(0.0, |s| received_lines / secs / s.sut.len() as f64),
         sut_exit: exit,
         drained,
         pass,
@@ -603,7 +640,8 @@ pub fn find_max(
     let mut trials = Vec::new();
     let mut tag = 100;
     let mut sender_limited = false;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Steal is counted over every CPU of the host, whatever this thread's affinity.
+    let online = util::online_cpus();
     let mut reruns = 0;
     let mut step = 0;
     while step < steps.max(1) {
@@ -628,7 +666,7 @@ pub fn find_max(
         // the host's CPUs says nothing about either relay or the sender.
         let short = res.pass && achieved < 0.9 * v;
         if (short || !res.pass)
-            && starved(res.host_steal_s, res.blast.elapsed_s, cpus)
+            && starved(res.host_steal_s, res.blast.elapsed_s, online)
             && reruns < STARVED_RERUNS
         {
             reruns += 1;

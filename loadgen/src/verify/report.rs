@@ -20,6 +20,12 @@ pub fn print_result(r: &RunResult) {
     if !r.sut_binary.is_empty() {
         println!("  binary    : {}", r.sut_binary);
     }
+    if !r.sut_cpus.is_empty() {
+        println!(
+            "  cpus      : SUT on {}, sender and sinks on {}",
+            r.sut_cpus, r.harness_cpus
+        );
+    }
     println!(
         "  offered   : {:>12}/s  {:>10} lines/s  ({} lines, {} datagrams, {:.2}s, send errors {})",
         fmt_bytes(b.bytes_per_s),
@@ -30,10 +36,18 @@ pub fn print_result(r: &RunResult) {
         b.send_errors
     );
     println!(
-        "  received  : {:>12}/s  {:>10} lines/s  ({} lines)",
+        "  received  : {:>12}/s  {:>10} lines/s  ({} lines){}",
         fmt_bytes(r.received_bytes_per_s),
         fmt_count(r.received_lines_per_s),
-        r.received_lines
+        r.received_lines,
+        if r.sut_cpus.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} lines/s per SUT CPU",
+                fmt_count(r.lines_per_s_per_sut_cpu)
+            )
+        }
     );
     println!(
         "  {:<10} {:>14} {:>12} {:>12} {:>10} {:>6} {:>10}",
@@ -125,8 +139,14 @@ pub fn print_result(r: &RunResult) {
         println!("  SUT cpu by thread: {}", groups.join("; "));
     }
     println!(
-        "  load generator cpu, on the same CPUs: sender {:.2}s, sinks {:.2}s",
-        r.blast.sender_cpu_s, r.harness_sinks_cpu_s
+        "  load generator cpu, {}: sender {:.2}s, sinks {:.2}s",
+        if r.sut_cpus.is_empty() {
+            "on the same CPUs"
+        } else {
+            "on its own CPUs"
+        },
+        r.blast.sender_cpu_s,
+        r.harness_sinks_cpu_s
     );
     if let Some(max) = r.max_rss_bytes.filter(|&max| r.peak_rss_bytes > max) {
         println!(

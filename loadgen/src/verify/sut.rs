@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,6 +152,15 @@ pub(super) fn spawn_sut(
             c
         }
     };
+    if let Some(split) = &cfg.cpus {
+        let set = crate::cpus::cpu_set(&split.sut);
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed; `cpus::apply` is one
+        // system call on a set built before the fork (no allocation, no lock).
+        unsafe {
+            cmd.pre_exec(move || crate::cpus::apply(&set));
+        }
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(logf));
