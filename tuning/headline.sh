@@ -18,6 +18,12 @@
 #                     gated at 256 MiB peak RSS (loss is the first run's
 #                     business): memory.txt, memory.json, memory.svg (RSS on
 #                     the plot's right axis); 0 skips it
+#   SUT_CPUS=0-3      then the first run again with the SUT (sluice, and the
+#                     baseline) confined to these CPUs and the sender and the
+#                     sinks on the rest (`verify --sut-cpus`): the issue's goal
+#                     is 1 GiB/s in, 4 GiB/s out on at most 4 cores. cores.txt,
+#                     cores.json, cores.svg. Default 0-3 on a host with 8 or
+#                     more CPUs, else skipped; empty skips it
 # THREADS is the sender's thread count: one moves ≈200k datagrams/s, so
 # 1 GiB/s needs about 1 at 8 KiB and 4 at 1400 B; give it headroom.
 set -euo pipefail
@@ -64,5 +70,16 @@ if [ "${MEMORY_DURATION:-60s}" != 0 ]; then
         --queue-max-batches 256 --batch-max-age 1s --max-rss 256MiB --max-loss 100% \
         --json "$out/memory.json" --plot "$out/memory.svg" \
         | tee "$out/memory.txt" || status=$?
+fi
+
+# The core budget: the same load with the SUT on SUT_CPUS only.
+default_cpus=""
+[ "$(nproc)" -ge 8 ] && default_cpus=0-3
+sut_cpus=${SUT_CPUS-$default_cpus}
+if [ -n "$sut_cpus" ]; then
+    "$loadgen" verify --compare-baseline "${load[@]}" --sut-cpus "$sut_cpus" \
+        --duration "${DURATION:-30s}" --repeat "${REPEAT:-1}" --max-loss "${MAX_LOSS:-0.001%}" \
+        --json "$out/cores.json" --plot "$out/cores.svg" \
+        | tee "$out/cores.txt" || status=$?
 fi
 exit "$status"
