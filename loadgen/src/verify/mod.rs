@@ -682,8 +682,16 @@ pub fn find_max(
         if res.pass {
             if short {
                 if !cfg.quiet {
+                    let hint = match &cfg.cpus {
+                        // More sender threads cannot help when the harness's CPUs are full.
+                        Some(split) => format!(
+                            "the sender and the sinks share CPUs {}; give them more",
+                            cpus::fmt_cpu_list(&split.harness)
+                        ),
+                        None => "try --threads".to_string(),
+                    };
                     println!(
-                        "  sender-limited: asked {r}, offered {}/s; the SUT kept up with all the sender could do (try --threads)",
+                        "  sender-limited: asked {r}, offered {}/s; the SUT kept up with all the sender could do ({hint})",
                         fmt_bytes(res.blast.bytes_per_s)
                     );
                 }
