@@ -117,6 +117,12 @@ pub struct Sample {
     pub out_lines: u64,
     /// The SUT's resident set (`VmRSS`) at this sample.
     pub rss_bytes: u64,
+    /// Datagrams the kernel dropped at the SUT's sockets so far (its
+    /// `sluice_kernel_drops_total`): when in the run the losses happened.
+    pub kernel_drops: u64,
+    /// CPU time the hypervisor stole from the host since the blast began
+    /// (all CPUs): whether a burst of drops came with a burst of steal.
+    pub host_steal_s: f64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -328,6 +334,11 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             out_bytes,
             out_lines,
             rss_bytes: util::proc_rss(pid).unwrap_or(0),
+            kernel_drops: msum(&m, "sluice_kernel_drops_total") as u64,
+            host_steal_s: match (steal0, util::host_steal_secs()) {
+                (Some(a), Some(b)) => (b - a).max(0.0),
+                _ => 0.0,
+            },
         });
         if out_lines != last_out {
             last_out = out_lines;
@@ -734,9 +745,40 @@ pub fn find_max(
 
 #[cfg(test)]
 mod tests {
+    use super::report::drop_bursts;
     use super::sut::sluice_config;
     use super::{rss_thirds, starved, RssThird, Sample, Spread, VerifyConfig};
     use std::time::Duration;
+
+    #[test]
+    fn drop_bursts_are_the_largest_windows_in_time_order_with_their_steal() {
+        let at = |t_s: f64, kernel_drops: u64, host_steal_s: f64| Sample {
+            t_s,
+            offered_bytes: 0,
+            received_bytes: 0,
+            out_bytes: 0,
+            out_lines: 0,
+            rss_bytes: 0,
+            kernel_drops,
+            host_steal_s,
+        };
+        // Cumulative counters: drops of 5 (first window), 0, 100, 0, 40, 1.
+        let samples = [
+            at(0.25, 5, 0.0),
+            at(0.5, 5, 0.01),
+            at(0.75, 105, 0.31),
+            at(1.0, 105, 0.32),
+            at(1.25, 145, 0.32),
+            at(1.5, 146, 0.40),
+        ];
+        let bursts = drop_bursts(&samples, 3);
+        assert_eq!(bursts.len(), 3);
+        let got: Vec<(f64, u64)> = bursts.iter().map(|b| (b.0, b.1)).collect();
+        assert_eq!(got, [(0.25, 5), (0.75, 100), (1.25, 40)]);
+        assert!((bursts[1].2 - 0.30).abs() < 1e-9, "{bursts:?}");
+        assert!(drop_bursts(&samples[..0], 3).is_empty());
+        assert!(drop_bursts(&[at(0.25, 0, 0.5)], 3).is_empty());
+    }
 
     #[test]
     fn rss_thirds_leave_out_the_drain() {
@@ -747,6 +789,8 @@ mod tests {
             out_bytes: 0,
             out_lines: 0,
             rss_bytes: mib << 20,
+            kernel_drops: 0,
+            host_steal_s: 0.0,
         };
         let third = |median: u64, max: u64| RssThird {
             median_bytes: median << 20,

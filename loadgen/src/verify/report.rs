@@ -12,6 +12,28 @@ fn ms(ns: u64) -> String {
     format!("{:.2} ms", ns as f64 / 1e6)
 }
 
+/// The sampling windows (≈250 ms) in which the kernel dropped the most
+/// datagrams at the SUT's sockets, at most `n`, in time order: (end of the
+/// window in s, datagrams dropped in it, host steal in it in s). Where
+/// losses came in bursts, this says when, and whether the hypervisor took
+/// the CPUs at that moment.
+pub fn drop_bursts(samples: &[Sample], n: usize) -> Vec<(f64, u64, f64)> {
+    let mut windows: Vec<(f64, u64, f64)> = Vec::with_capacity(samples.len());
+    let (mut drops, mut steal) = (0u64, 0.0f64);
+    for s in samples {
+        let dropped = s.kernel_drops.saturating_sub(drops);
+        if dropped > 0 {
+            windows.push((s.t_s, dropped, (s.host_steal_s - steal).max(0.0)));
+        }
+        drops = drops.max(s.kernel_drops);
+        steal = steal.max(s.host_steal_s);
+    }
+    windows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.total_cmp(&b.0)));
+    windows.truncate(n);
+    windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    windows
+}
+
 /// One run's readable report: rates in and out, per-sink counts, loss from
 /// three sides, latency, the SUT's CPU and memory, and PASS or FAIL.
 pub fn print_result(r: &RunResult) {
@@ -89,6 +111,25 @@ pub fn print_result(r: &RunResult) {
         r.snmp_rcvbuf_errors_delta,
         if r.accounting_agrees { "agrees" } else { "DISAGREES" }
     );
+    let bursts = drop_bursts(&r.samples, 3);
+    if !bursts.is_empty() {
+        let windows = r
+            .samples
+            .windows(2)
+            .filter(|w| w[1].kernel_drops > w[0].kernel_drops)
+            .count()
+            + usize::from(r.samples.first().is_some_and(|s| s.kernel_drops > 0));
+        let mean_steal = r.samples.last().map_or(0.0, |s| s.host_steal_s) / r.samples.len() as f64;
+        let worst: Vec<String> = bursts
+            .iter()
+            .map(|(t, d, steal)| format!("{d} at {t:.1}s (steal {steal:.2}s)"))
+            .collect();
+        println!(
+            "  kernel drops in {windows} of {} 250 ms windows; the largest: {}; host steal per window {mean_steal:.3}s on average",
+            r.samples.len(),
+            worst.join(", ")
+        );
+    }
     for (i, s) in r.sinks.iter().enumerate() {
         if !s.sut_dropped_lines.is_empty() && s.sut_dropped_lines.values().any(|v| *v > 0.0) {
             println!("    s{i}: SUT-side drops {:?}", s.sut_dropped_lines);
