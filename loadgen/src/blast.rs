@@ -2,7 +2,7 @@
 
 use crate::gen::{self, Datagram, LineSource, Precision, Synth};
 use crate::util::{self, Rate};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -26,6 +26,10 @@ pub struct BlastConfig {
     pub sources: usize,
     /// Datagrams per `sendmmsg` call.
     pub batch: usize,
+    /// Scheduling niceness of the sender threads (0: unchanged). A positive
+    /// value makes a sender on the SUT's host yield the CPU to the SUT, as a
+    /// remote sender would never take it.
+    pub nice: i32,
 }
 
 impl Default for BlastConfig {
@@ -44,6 +48,7 @@ impl Default for BlastConfig {
             precision: Precision::Ns,
             sources: 1,
             batch: 32,
+            nice: 0,
         }
     }
 }
@@ -160,7 +165,11 @@ pub fn run(cfg: &BlastConfig, progress: Arc<Progress>) -> Result<BlastReport> {
         let cfg = cfg.clone();
         let progress = progress.clone();
         handles.push(std::thread::spawn(move || {
-            let sent = sender(t, threads, cfg, pool, progress, start);
+            let niced = match cfg.nice {
+                0 => Ok(()),
+                n => util::set_thread_nice(n).map_err(|e| anyhow!("sender niceness {n}: {e}")),
+            };
+            let sent = niced.and_then(|()| sender(t, threads, cfg, pool, progress, start));
             (sent, util::current_thread_cpu_secs().unwrap_or(0.0))
         }));
     }

@@ -75,6 +75,10 @@ struct BlastArgs {
     /// Datagrams per sendmmsg call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Niceness of the sender threads (-20..=19; 0 leaves it): above 0 the
+    /// sender yields the CPU to whatever else runs on the host.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -221,6 +225,13 @@ struct VerifyArgs {
     /// receiver. Default: everything shares every CPU.
     #[arg(long, value_name = "LIST")]
     sut_cpus: Option<String>,
+    /// Niceness of the sender threads (0..=19). Above 0 the sender takes
+    /// only the CPU the SUT and the sinks leave, as a remote fleet would:
+    /// at full speed on a small host the offered rate then settles where the
+    /// SUT keeps up, instead of starving it into kernel drops. Either SUT
+    /// gets the same. Default 0: everything at one priority.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    sender_nice: i32,
     /// Fail the run when the SUT's peak RSS is above this, e.g. `256MiB`
     /// (the memory target).
     #[arg(long)]
@@ -261,6 +272,7 @@ fn cmd_blast(a: BlastArgs) -> Result<i32> {
         precision: a.gen.precision,
         sources: a.gen.sources,
         batch: a.batch,
+        nice: a.nice,
     };
     let r = blast::run(&cfg, Arc::new(blast::Progress::default()))?;
     r.print();
@@ -661,6 +673,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
             )?),
             None => None,
         },
+        sender_nice: a.sender_nice,
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

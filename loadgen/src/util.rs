@@ -330,6 +330,20 @@ pub fn udp_snmp() -> (u64, u64) {
     (in_err, rcvbuf)
 }
 
+/// Set the calling thread's niceness (Linux: `setpriority` on its thread id).
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: PRIO_PROCESS with a thread id changes only that thread; no
+    // memory is passed.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// CPUs online on this host (not this thread's affinity mask).
 pub fn online_cpus() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -361,6 +375,29 @@ pub fn udp_socket_drops(port: u16) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_niceness_is_set_for_that_thread_only() {
+        let own = |tid: i32| -> i64 {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+            // Fields after the parenthesised name; nice is field 19 overall.
+            let rest = stat.rsplit_once(')').unwrap().1;
+            rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+        };
+        // SAFETY: gettid has no preconditions.
+        let main = unsafe { libc::gettid() };
+        let before = own(main);
+        let niced = std::thread::spawn(move || {
+            set_thread_nice(before as i32 + 3).unwrap();
+            // SAFETY: as above.
+            own(unsafe { libc::gettid() })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(niced, before + 3);
+        assert_eq!(own(main), before, "the calling thread only");
+    }
+
     #[test]
     fn rates() {
         assert_eq!(parse_rate("0").unwrap(), Rate::Unlimited);

@@ -76,6 +76,8 @@ pub struct VerifyConfig {
     /// `--sut-cpus`: the SUT on these CPUs, the sender and the sinks on the
     /// rest. `None`: everything shares every CPU.
     pub cpus: Option<CpuSplit>,
+    /// Niceness of the sender threads (0 = everything at one priority).
+    pub sender_nice: i32,
     pub quiet: bool,
 }
 
@@ -103,6 +105,7 @@ impl Default for VerifyConfig {
             rcvbuf: 32 << 20,
             max_rss: None,
             cpus: None,
+            sender_nice: 0,
             quiet: false,
         }
     }
@@ -199,6 +202,8 @@ pub struct RunResult {
     pub harness_cpus: String,
     /// Lines received per second per CPU of `sut_cpus` (0 when shared).
     pub lines_per_s_per_sut_cpu: f64,
+    /// `--sender-nice`: the sender threads' niceness.
+    pub sender_nice: i32,
     pub sut_exit: Option<i32>,
     pub drained: bool,
     pub pass: bool,
@@ -297,6 +302,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         precision: cfg.precision,
         sources: cfg.sources,
         batch: 32,
+        nice: cfg.sender_nice,
     };
     let progress = Arc::new(Progress::default());
     let p2 = progress.clone();
@@ -571,6 +577,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             .cpus
             .as_ref()
             .map_or(0.0, |s| received_lines / secs / s.sut.len() as f64),
+        sender_nice: cfg.sender_nice,
         sut_exit: exit,
         drained,
         pass,

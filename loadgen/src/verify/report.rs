@@ -179,6 +179,12 @@ pub fn print_result(r: &RunResult) {
             .collect();
         println!("  SUT cpu by thread: {}", groups.join("; "));
     }
+    if r.sender_nice != 0 {
+        println!(
+            "  sender at niceness {}: it takes the CPU the SUT and the sinks leave",
+            r.sender_nice
+        );
+    }
     println!(
         "  load generator cpu, {}: sender {:.2}s, sinks {:.2}s",
         if r.sut_cpus.is_empty() {
