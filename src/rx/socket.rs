@@ -78,7 +78,7 @@ fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketA
 /// anyway for a process with `CAP_NET_ADMIN` (root, or a unit granting it), as
 /// systemd's own sockets do. Without the capability the capped size stands and
 /// the caller warns.
-pub(super) fn set_recv_buffer(socket: &Socket, rcvbuf: usize) -> std::io::Result<()> {
+fn set_recv_buffer(socket: &Socket, rcvbuf: usize) -> std::io::Result<()> {
     socket.set_recv_buffer_size(rcvbuf)?;
     // Linux doubles the value it stores (bookkeeping overhead), so a size
     // below twice the request means the cap applied.
