@@ -96,6 +96,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Shard 0 binds first so that port 0 resolves once and every other shard
     // joins the same SO_REUSEPORT group.
     let mut addrs = config.listen.udp.clone();
+    let mut rx_buffer_bytes = 0u64;
     let mut threads = Vec::with_capacity(shard_count);
     let mut path = None;
     for index in 0..shard_count {
@@ -144,6 +145,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 tracing::warn!(error = %why, "io_uring is unavailable; receiving with recvmmsg");
             }
             addrs = opened.local_addrs.clone();
+            rx_buffer_bytes = opened.effective_rcvbuf as u64;
             if opened.effective_rcvbuf / 2 < config.listen.read_buffer_size {
                 tracing::warn!(
                     requested = config.listen.read_buffer_size,
@@ -171,6 +173,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             })
             .collect(),
         debug,
+        rx_buffer_bytes,
     };
 
     let shutdown_timeout = config.shutdown_timeout;

@@ -486,12 +486,18 @@ fn verify_default_sink_settings_and_rss_over_time() {
             .all(|s| s["rss_bytes"].as_u64().unwrap() > 1 << 20),
         "{samples:?}"
     );
-    // Drops and steal over time ride along (a lossless run: no drops).
+    // Drops, steal and sluice's receive backlog ride along (a lossless
+    // run: no drops, and a backlog below the socket buffer).
     assert!(
         samples.iter().all(|s| s["kernel_drops"].as_u64() == Some(0)
-            && s["host_steal_s"].as_f64().is_some_and(|x| x >= 0.0)),
+            && s["host_steal_s"].as_f64().is_some_and(|x| x >= 0.0)
+            && s["rx_backlog_bytes"].as_u64().is_some()),
         "{samples:?}"
     );
+    let buffer = r["rx_buffer_bytes"].as_u64().unwrap();
+    assert!(buffer > 0, "{r}");
+    assert!(r["rx_backlog_max_bytes"].as_u64().unwrap() < buffer, "{r}");
+    assert!(stdout.contains("receive backlog: peak"), "{stdout}");
     let peak = r["peak_rss_bytes"].as_u64().unwrap();
     for third in ["rss_first_third", "rss_last_third"] {
         let median = r[third]["median_bytes"].as_u64().unwrap();

@@ -120,13 +120,15 @@ impl MmsgRx {
                 _ => Err(Error::Io(e)),
             };
         }
+        // Before the drain: the queues hold what piled up while this thread
+        // was away.
+        self.drops.refresh(&self.fds, &mut self.stats);
         let mut delivered = 0;
         for index in 0..self.fds.len() {
             if self.pollfds[index].revents != 0 {
                 delivered += self.drain_socket(index, on_datagram)?;
             }
         }
-        self.drops.refresh(&self.fds, &mut self.stats);
         Ok(delivered)
     }
 

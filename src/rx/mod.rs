@@ -77,6 +77,13 @@ pub struct RxStats {
     pub kernel_drops: u64,
     /// Multishot receives re-armed after a completion came without the MORE flag.
     pub rearms: u64,
+    /// Bytes waiting in the sockets' receive queues when the receiver last
+    /// woke (`SO_MEMINFO`'s rmem_alloc, summed over its sockets; kernel
+    /// accounting, ≈2.3 KB for a 1400-byte datagram): how far behind it was.
+    pub backlog_bytes: u64,
+    /// The highest `backlog_bytes` of any one socket since the receiver
+    /// opened. Drops begin where it reaches twice `read_buffer_size`.
+    pub backlog_max_bytes: u64,
 }
 
 /// Errors of the receive layer.

@@ -103,11 +103,12 @@ fn set_recv_buffer(socket: &Socket, rcvbuf: usize) -> std::io::Result<()> {
 }
 
 /// The socket's drop counter (`sk_drops`: datagrams the kernel dropped
-/// because the receive buffer was full, or for a bad checksum), read with
-/// `getsockopt(SO_MEMINFO)`. It costs one call per socket per poll, where
-/// `SO_RXQ_OVFL` would make the kernel build a control message for every
-/// datagram; and it is current, not carried by the next datagram.
-pub(super) fn socket_drops(fd: RawFd) -> Option<u32> {
+/// because the receive buffer was full, or for a bad checksum) and the bytes
+/// in its receive queue (`rmem_alloc`), read with `getsockopt(SO_MEMINFO)`.
+/// It costs one call per socket per poll, where `SO_RXQ_OVFL` would make the
+/// kernel build a control message for every datagram; and it is current, not
+/// carried by the next datagram.
+pub(super) fn socket_meminfo(fd: RawFd) -> Option<(u32, u32)> {
     let mut info = [0u32; MEMINFO_VARS];
     let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
     // SAFETY: `fd` is a live socket owned by the receiver; the value pointer
@@ -123,7 +124,8 @@ pub(super) fn socket_drops(fd: RawFd) -> Option<u32> {
         )
     };
     let drops = libc::SK_MEMINFO_DROPS as usize;
-    (rc == 0 && len as usize >= (drops + 1) * 4).then(|| info[drops])
+    let queued = libc::SK_MEMINFO_RMEM_ALLOC as usize;
+    (rc == 0 && len as usize >= (drops + 1) * 4).then(|| (info[drops], info[queued]))
 }
 
 /// Latest drop counter per socket, folded into `RxStats::kernel_drops`.
@@ -138,13 +140,19 @@ impl DropCounters {
         }
     }
 
-    /// Read every socket's counter (once per poll).
+    /// Read every socket's drop counter and receive queue, once per poll,
+    /// right after the wait: the queue then holds what piled up while the
+    /// receiver was away.
     pub(super) fn refresh(&mut self, fds: &[RawFd], stats: &mut RxStats) {
+        let mut backlog = 0u64;
         for (index, &fd) in fds.iter().enumerate() {
-            if let Some(value) = socket_drops(fd) {
-                self.observe(index, value, stats);
+            if let Some((drops, queued)) = socket_meminfo(fd) {
+                self.observe(index, drops, stats);
+                backlog += u64::from(queued);
+                stats.backlog_max_bytes = stats.backlog_max_bytes.max(u64::from(queued));
             }
         }
+        stats.backlog_bytes = backlog;
     }
 
     /// Record the counter of socket `index`. The kernel counter is a

@@ -351,6 +351,40 @@ fn largest_udp_datagram_arrives_whole() {
 }
 
 #[test]
+fn backlog_is_what_waited_at_the_wake_and_its_high_water_stays() {
+    for path in paths() {
+        let mut rx = open(&config(vec![v4()], IoUringMode::Auto), path);
+        let to = rx.local_addrs()[0];
+        let tx = sender_for(to);
+        // More than the ring's 64 buffers, all queued before the first poll.
+        for _ in 0..200 {
+            tx.send_to(&[b'd'; 1000], to).unwrap();
+        }
+        let mut got = 0;
+        got += rx.poll(POLL, &mut |_: &[u8]| {}).unwrap();
+        let first = rx.stats();
+        assert!(
+            first.backlog_bytes >= 1000,
+            "{path:?}: datagrams waited, yet {first:?}"
+        );
+        assert!(
+            first.backlog_max_bytes >= first.backlog_bytes,
+            "{path:?}: {first:?}"
+        );
+        let deadline = Instant::now() + DEADLINE;
+        while got < 200 && Instant::now() < deadline {
+            got += rx.poll(POLL, &mut |_: &[u8]| {}).unwrap();
+        }
+        assert_eq!(got, 200, "{path:?}");
+        // Nothing waits now; the high-water mark remembers the first wake.
+        rx.poll(POLL, &mut |_: &[u8]| {}).unwrap();
+        let idle = rx.stats();
+        assert_eq!(idle.backlog_bytes, 0, "{path:?}: {idle:?}");
+        assert_eq!(idle.backlog_max_bytes, first.backlog_max_bytes, "{path:?}");
+    }
+}
+
+#[test]
 fn effective_rcvbuf_is_read_back() {
     let cfg = RxConfig {
         rcvbuf: 256 * 1024,

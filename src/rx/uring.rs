@@ -262,8 +262,10 @@ impl UringRx {
                 return Err(Error::Io(e));
             }
         }
-        let (delivered, failure) = self.drain(on_datagram);
+        // Before the drain: what still waits in the sockets now is what
+        // piled up beyond the ring's buffers while this thread was away.
         self.drops.refresh(&self.fds, &mut self.stats);
+        let (delivered, failure) = self.drain(on_datagram);
         if self.armed.iter().any(|armed| !armed) {
             // Re-arm now rather than at the next poll, so the kernel keeps
             // receiving while the caller works through this batch.

@@ -25,6 +25,9 @@ pub struct Telemetry {
     pub rule_labels: Vec<(String, String)>,
     /// Per shard: `/debug` snapshots.
     pub debug: Vec<Arc<crate::shard::debug::ShardDebug>>,
+    /// Each UDP socket's receive buffer as the kernel accounts it (twice
+    /// `read_buffer_size`, or what the cap left): where drops begin.
+    pub rx_buffer_bytes: u64,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -274,6 +277,25 @@ impl Collector for Telemetry {
             "sluice_shards",
             "Receive shards.",
             self.shards.len() as i64,
+        )?;
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "sluice_rx_buffer_bytes",
+            "Each UDP socket's receive buffer in the kernel's accounting (twice listen.read_buffer_size unless capped): the kernel drops when a socket's backlog reaches it.",
+            as_gauge(self.rx_buffer_bytes),
+        )?;
+        gauge(
+            e,
+            "sluice_rx_backlog_bytes",
+            "Largest receive backlog a shard found in its sockets when it last woke (kernel accounting, about 2.3 KB per 1400-byte datagram).",
+            as_gauge(t.rx_backlog_bytes),
+        )?;
+        gauge(
+            e,
+            "sluice_rx_backlog_max_bytes",
+            "Largest backlog of any one UDP socket since start: against sluice_rx_buffer_bytes, how close receiving came to kernel drops.",
+            as_gauge(t.rx_backlog_max_bytes),
         )?;
 
         let names: Vec<&str> = self.sinks.iter().map(|s| s.name.as_str()).collect();

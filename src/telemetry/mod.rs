@@ -66,7 +66,10 @@ const ENOBUFS: usize = 4;
 const KERNEL_DROPS: usize = 5;
 const REARMS: usize = 6;
 const DEAD_LETTERED: usize = 7;
-const FIXED: usize = 8;
+// Gauges: a scrape takes the largest over shards, not the sum.
+const BACKLOG: usize = 8;
+const BACKLOG_MAX: usize = 9;
+const FIXED: usize = 10;
 
 impl Layout {
     fn drop_base(&self) -> usize {
@@ -145,6 +148,8 @@ impl LocalCounters {
         self.values[ENOBUFS] = rx.enobufs;
         self.values[KERNEL_DROPS] = rx.kernel_drops;
         self.values[REARMS] = rx.rearms;
+        self.values[BACKLOG] = rx.backlog_bytes;
+        self.values[BACKLOG_MAX] = rx.backlog_max_bytes;
     }
     /// Make the current totals visible to scrapes.
     pub fn publish(&self, to: &ShardCounters) {
@@ -186,6 +191,10 @@ pub struct Totals {
     pub enobufs: u64,
     pub kernel_drops: u64,
     pub rearms: u64,
+    /// The largest receive backlog any shard found at its last wake.
+    pub rx_backlog_bytes: u64,
+    /// The largest receive backlog of any one socket since start.
+    pub rx_backlog_max_bytes: u64,
     /// Rejected lines also sent to the dead-letter route.
     pub dead_lettered: u64,
     /// Indexed like [`LineDrop::ALL`].
@@ -203,7 +212,10 @@ impl Totals {
         let mut flat = vec![0u64; layout.len()];
         for shard in shards {
             for (i, v) in flat.iter_mut().enumerate() {
-                *v += shard.get(i);
+                *v = match i {
+                    BACKLOG | BACKLOG_MAX => (*v).max(shard.get(i)),
+                    _ => *v + shard.get(i),
+                };
             }
         }
         let slice = |base: usize, n: usize| flat[base..base + n].to_vec();
@@ -215,6 +227,8 @@ impl Totals {
             enobufs: flat[ENOBUFS],
             kernel_drops: flat[KERNEL_DROPS],
             rearms: flat[REARMS],
+            rx_backlog_bytes: flat[BACKLOG],
+            rx_backlog_max_bytes: flat[BACKLOG_MAX],
             dead_lettered: flat[DEAD_LETTERED],
             dropped: slice(layout.drop_base(), LineDrop::ALL.len()),
             parse_errors: slice(layout.parse_base(), ParseError::ALL.len()),
@@ -260,5 +274,32 @@ mod tests {
         assert_eq!(t.rule_matches, vec![0, 0, 2]);
         assert_eq!(t.sink_enqueued, vec![0, 10]);
         assert_eq!(t.sink_queue_full, vec![6, 0]);
+    }
+
+    #[test]
+    fn backlog_gauges_take_the_largest_shard_and_counters_still_sum() {
+        let layout = Layout {
+            routes: 1,
+            rules: 0,
+            sinks: 1,
+        };
+        let shards: Vec<Arc<ShardCounters>> = [(100, 900, 3), (700, 800, 4)]
+            .into_iter()
+            .map(|(backlog, max, drops)| {
+                let shard = Arc::new(ShardCounters::new(layout));
+                let mut local = LocalCounters::new(layout);
+                local.set_rx(&crate::rx::RxStats {
+                    backlog_bytes: backlog,
+                    backlog_max_bytes: max,
+                    kernel_drops: drops,
+                    ..Default::default()
+                });
+                local.publish(&shard);
+                shard
+            })
+            .collect();
+        let t = Totals::sum(&shards, layout);
+        assert_eq!((t.rx_backlog_bytes, t.rx_backlog_max_bytes), (700, 900));
+        assert_eq!(t.kernel_drops, 7);
     }
 }

@@ -71,9 +71,18 @@ fn admin_endpoints() {
         "sluice_kernel_drops_total",
         "sluice_rx_path_shards",
         "sluice_parse_errors_total{kind=\"bad_field\"}",
+        "sluice_rx_backlog_bytes",
+        "sluice_rx_backlog_max_bytes",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
+    // The buffer the backlog is measured against: the kernel's doubled
+    // `read_buffer_size` (4MB here), or what rmem_max left without CAP_NET_ADMIN.
+    let buffer = s.metrics().get("sluice_rx_buffer_bytes");
+    assert!(
+        buffer > 0 && buffer <= 8 << 20,
+        "sluice_rx_buffer_bytes {buffer}"
+    );
     // With no sink, lines are dropped with reason no_sink, still counted.
     send_lines(s.udp[0], &make_lines("cpu", 10, ""), 1400);
     assert!(wait_until(Duration::from_secs(5), || {

@@ -126,6 +126,9 @@ pub struct Sample {
     /// CPU time the hypervisor stole from the host since the blast began
     /// (all CPUs): whether a burst of drops came with a burst of steal.
     pub host_steal_s: f64,
+    /// sluice's `sluice_rx_backlog_bytes`: the largest receive backlog a
+    /// shard found at its last wake (0 for the baseline, which has no such gauge).
+    pub rx_backlog_bytes: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -171,6 +174,10 @@ pub struct RunResult {
     pub input_gap_lines: f64,
     pub sut_dropped_lines: BTreeMap<String, f64>,
     pub sut_kernel_drops: f64,
+    /// sluice's receive-backlog high-water mark (one socket's, over the run)
+    /// and the socket buffer it is measured against; 0 for the baseline.
+    pub rx_backlog_max_bytes: u64,
+    pub rx_buffer_bytes: u64,
     pub socket_drops_datagrams: u64,
     pub snmp_in_errors_delta: u64,
     pub snmp_rcvbuf_errors_delta: u64,
@@ -341,6 +348,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             out_lines,
             rss_bytes: util::proc_rss(pid).unwrap_or(0),
             kernel_drops: msum(&m, "sluice_kernel_drops_total") as u64,
+            rx_backlog_bytes: msum(&m, "sluice_rx_backlog_bytes") as u64,
             host_steal_s: match (steal0, util::host_steal_secs()) {
                 (Some(a), Some(b)) => (b - a).max(0.0),
                 _ => 0.0,
@@ -552,6 +560,8 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         input_gap_lines: input_gap,
         sut_dropped_lines: sut_dropped,
         sut_kernel_drops: msum(&m, "sluice_kernel_drops_total"),
+        rx_backlog_max_bytes: msum(&m, "sluice_rx_backlog_max_bytes") as u64,
+        rx_buffer_bytes: msum(&m, "sluice_rx_buffer_bytes") as u64,
         socket_drops_datagrams: drops,
         snmp_in_errors_delta: snmp_in1.saturating_sub(snmp_in0),
         snmp_rcvbuf_errors_delta: snmp_rb1.saturating_sub(snmp_rb0),
@@ -768,6 +778,7 @@ mod tests {
             rss_bytes: 0,
             kernel_drops,
             host_steal_s,
+            rx_backlog_bytes: 0,
         };
         // Cumulative counters: drops of 5 (first window), 0, 100, 0, 40, 1.
         let samples = [
@@ -798,6 +809,7 @@ mod tests {
             rss_bytes: mib << 20,
             kernel_drops: 0,
             host_steal_s: 0.0,
+            rx_backlog_bytes: 0,
         };
         let third = |median: u64, max: u64| RssThird {
             median_bytes: median << 20,

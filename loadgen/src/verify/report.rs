@@ -111,6 +111,14 @@ pub fn print_result(r: &RunResult) {
         r.snmp_rcvbuf_errors_delta,
         if r.accounting_agrees { "agrees" } else { "DISAGREES" }
     );
+    if r.rx_buffer_bytes > 0 {
+        println!(
+            "  receive backlog: peak {} in one socket, of its {} buffer ({:.0} %; the kernel drops at 100 %)",
+            fmt_bytes(r.rx_backlog_max_bytes as f64),
+            fmt_bytes(r.rx_buffer_bytes as f64),
+            r.rx_backlog_max_bytes as f64 / r.rx_buffer_bytes as f64 * 100.0
+        );
+    }
     let bursts = drop_bursts(&r.samples, 3);
     if !bursts.is_empty() {
         let windows = r
