@@ -81,8 +81,9 @@ pub struct RxStats {
     /// woke (`SO_MEMINFO`'s rmem_alloc, summed over its sockets; kernel
     /// accounting, ≈2.3 KB for a 1400-byte datagram): how far behind it was.
     pub backlog_bytes: u64,
-    /// The highest `backlog_bytes` of any one socket since the receiver
-    /// opened. Drops begin where it reaches twice `read_buffer_size`.
+    /// The highest backlog of any one socket (not summed, unlike
+    /// `backlog_bytes`) since the receiver opened. Drops begin where it
+    /// reaches twice `read_buffer_size`.
     pub backlog_max_bytes: u64,
 }
 

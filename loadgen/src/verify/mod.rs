@@ -295,6 +295,12 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let threads0 = util::thread_cpu_secs(pid);
     let own0 = util::thread_cpu_secs(std::process::id());
     let steal0 = util::host_steal_secs();
+    // Host steal since here, for each sample and for the run (0 where
+    // /proc/stat does not report it).
+    let steal_since_start = || match (steal0, util::host_steal_secs()) {
+        (Some(a), Some(b)) => (b - a).max(0.0),
+        _ => 0.0,
+    };
     let bcfg = BlastConfig {
         targets: child.udp.clone(),
         threads: cfg.threads,
@@ -349,10 +355,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             rss_bytes: util::proc_rss(pid).unwrap_or(0),
             kernel_drops: msum(&m, "sluice_kernel_drops_total") as u64,
             rx_backlog_bytes: msum(&m, "sluice_rx_backlog_bytes") as u64,
-            host_steal_s: match (steal0, util::host_steal_secs()) {
-                (Some(a), Some(b)) => (b - a).max(0.0),
-                _ => 0.0,
-            },
+            host_steal_s: steal_since_start(),
         });
         if out_lines != last_out {
             last_out = out_lines;
@@ -396,10 +399,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
     let sinks_cpu_s = util::thread_cpu_delta(&own0, &util::thread_cpu_secs(std::process::id()))
         .get(crate::sink::CONN_THREAD)
         .map_or(0.0, |(user, system)| user + system);
-    let host_steal_s = match (steal0, util::host_steal_secs()) {
-        (Some(a), Some(b)) => (b - a).max(0.0),
-        _ => 0.0,
-    };
+    let host_steal_s = steal_since_start();
     // The kernel's high-water mark is updated lazily: a sample can be above it.
     let rss = util::proc_peak_rss(pid)
         .unwrap_or(0)
@@ -789,13 +789,14 @@ mod tests {
             at(1.25, 145, 0.32),
             at(1.5, 146, 0.40),
         ];
-        let bursts = drop_bursts(&samples, 3);
+        let (windows, bursts) = drop_bursts(&samples, 3);
+        assert_eq!(windows, 4);
         assert_eq!(bursts.len(), 3);
         let got: Vec<(f64, u64)> = bursts.iter().map(|b| (b.0, b.1)).collect();
         assert_eq!(got, [(0.25, 5), (0.75, 100), (1.25, 40)]);
         assert!((bursts[1].2 - 0.30).abs() < 1e-9, "{bursts:?}");
-        assert!(drop_bursts(&samples[..0], 3).is_empty());
-        assert!(drop_bursts(&[at(0.25, 0, 0.5)], 3).is_empty());
+        assert_eq!(drop_bursts(&samples[..0], 3), (0, vec![]));
+        assert_eq!(drop_bursts(&[at(0.25, 0, 0.5)], 3), (0, vec![]));
     }
 
     #[test]

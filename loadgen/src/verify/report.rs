@@ -12,12 +12,12 @@ fn ms(ns: u64) -> String {
     format!("{:.2} ms", ns as f64 / 1e6)
 }
 
-/// The sampling windows (≈250 ms) in which the kernel dropped the most
-/// datagrams at the SUT's sockets, at most `n`, in time order: (end of the
+/// How many sampling windows (≈250 ms) saw the kernel drop datagrams at the
+/// SUT's sockets, and the `n` with the most, in time order: (end of the
 /// window in s, datagrams dropped in it, host steal in it in s). Where
 /// losses came in bursts, this says when, and whether the hypervisor took
 /// the CPUs at that moment.
-pub fn drop_bursts(samples: &[Sample], n: usize) -> Vec<(f64, u64, f64)> {
+pub fn drop_bursts(samples: &[Sample], n: usize) -> (usize, Vec<(f64, u64, f64)>) {
     let mut windows: Vec<(f64, u64, f64)> = Vec::with_capacity(samples.len());
     let (mut drops, mut steal) = (0u64, 0.0f64);
     for s in samples {
@@ -28,10 +28,11 @@ pub fn drop_bursts(samples: &[Sample], n: usize) -> Vec<(f64, u64, f64)> {
         drops = drops.max(s.kernel_drops);
         steal = steal.max(s.host_steal_s);
     }
+    let with_drops = windows.len();
     windows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.total_cmp(&b.0)));
     windows.truncate(n);
     windows.sort_by(|a, b| a.0.total_cmp(&b.0));
-    windows
+    (with_drops, windows)
 }
 
 /// One run's readable report: rates in and out, per-sink counts, loss from
@@ -119,14 +120,8 @@ pub fn print_result(r: &RunResult) {
             r.rx_backlog_max_bytes as f64 / r.rx_buffer_bytes as f64 * 100.0
         );
     }
-    let bursts = drop_bursts(&r.samples, 3);
-    if !bursts.is_empty() {
-        let windows = r
-            .samples
-            .windows(2)
-            .filter(|w| w[1].kernel_drops > w[0].kernel_drops)
-            .count()
-            + usize::from(r.samples.first().is_some_and(|s| s.kernel_drops > 0));
+    let (windows, bursts) = drop_bursts(&r.samples, 3);
+    if windows > 0 {
         let mean_steal = r.samples.last().map_or(0.0, |s| s.host_steal_s) / r.samples.len() as f64;
         let worst: Vec<String> = bursts
             .iter()
