@@ -112,6 +112,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 rcvbuf: config.listen.read_buffer_size,
                 max_datagram_size: config.listen.max_datagram_size,
                 buffers: config.listen.recv_buffers,
+                wake_coalesce: config.listen.wake_coalesce,
                 mode: config.listen.io_uring,
             },
             table: table.clone(),

@@ -25,6 +25,10 @@ pub struct BaselineConfig {
     pub batch_age: Duration,
     pub connections: usize,
     pub rcvbuf: usize,
+    /// sluice's `listen.wake_coalesce`, the same rule: after a wake-up that
+    /// found datagrams and caught up, the next receive waits until this
+    /// long has passed since it. So both relays wake as often.
+    pub wake_coalesce: Duration,
     /// Hard upper bound on run time; SIGTERM ends it earlier.
     pub max_runtime: Duration,
 }
@@ -174,6 +178,7 @@ fn receiver(
     let mut out = Vec::with_capacity(cfg.batch_bytes + DGRAM_MAX);
     let mut out_lines = 0u64;
     let mut born = Instant::now();
+    let mut caught_up_at: Option<Instant> = None;
     let flush = |out: &mut Vec<u8>, lines: &mut u64| {
         if out.is_empty() {
             return;
@@ -202,6 +207,12 @@ fn receiver(
             msg.msg_hdr.msg_flags = 0;
             msg.msg_len = 0;
         }
+        if let Some(at) = caught_up_at.take() {
+            let pause = cfg.wake_coalesce.saturating_sub(at.elapsed());
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
+        }
         // SAFETY: msgs/iov point into `bufs`, which outlives the call; counts match.
         let n = unsafe {
             libc::recvmmsg(
@@ -212,6 +223,9 @@ fn receiver(
                 std::ptr::null_mut(),
             )
         };
+        if n > 0 && (n as usize) < RECV_BATCH && !cfg.wake_coalesce.is_zero() {
+            caught_up_at = Some(Instant::now());
+        }
         if n > 0 {
             let mut bytes = 0u64;
             for (i, msg) in msgs.iter().take(n as usize).enumerate() {

@@ -141,6 +141,11 @@ struct BaselineArgs {
     /// as sluice's `listen.read_buffer_size`, whose default this is.
     #[arg(long, default_value = "32MiB")]
     rcvbuf: String,
+    /// After a wake-up that found datagrams and caught up, wait this long
+    /// (since that wake-up) before receiving again: sluice's
+    /// `listen.wake_coalesce`, whose default this is; 0 = never wait.
+    #[arg(long, default_value = "2ms")]
+    wake_coalesce: String,
     /// Upper bound on run time.
     #[arg(long, default_value = "3600s")]
     max_runtime: String,
@@ -218,6 +223,11 @@ struct VerifyArgs {
     /// lines now and then at full speed on a shared 2-core host.
     #[arg(long, default_value = "32MiB")]
     rcvbuf: String,
+    /// Wake-up coalescing of the SUT, either one: sluice's
+    /// `listen.wake_coalesce`, the baseline relay's `--wake-coalesce`. 2ms,
+    /// sluice's default; 0 wakes for every arrival.
+    #[arg(long, default_value = "2ms")]
+    wake_coalesce: String,
     /// Run the SUT (sluice or the baseline) on these CPUs only, e.g. `1` or
     /// `0-3`, and the sender and the sinks on the others: the SUT's capacity
     /// on that many cores, without the harness taking its CPU (or it the
@@ -349,6 +359,7 @@ fn cmd_baseline(a: BaselineArgs) -> Result<()> {
         batch_age: parse_duration(&a.batch_age)?,
         connections: a.connections,
         rcvbuf: parse_size_f(&a.rcvbuf)? as usize,
+        wake_coalesce: parse_duration(&a.wake_coalesce)?,
         max_runtime: parse_duration(&a.max_runtime)?,
     })
 }
@@ -660,6 +671,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         queue_max_batches: a.queue_max_batches as usize,
         batch_max_age: parse_duration(&a.batch_max_age)?,
         rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
+        wake_coalesce: parse_duration(&a.wake_coalesce)?,
         max_rss: a
             .max_rss
             .as_deref()

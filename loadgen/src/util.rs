@@ -98,6 +98,8 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let t = s.trim();
     let (num, mul) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix("us") {
+        (n, 1e-6)
     } else if let Some(n) = t.strip_suffix('s') {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('m') {
@@ -411,6 +413,8 @@ mod tests {
             Rate::LinesPerSec(500e3)
         );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2000us").unwrap(), Duration::from_millis(2));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!((parse_fraction("0.001%").unwrap() - 1e-5).abs() < 1e-12);
     }
 

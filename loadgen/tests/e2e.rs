@@ -498,6 +498,15 @@ fn verify_default_sink_settings_and_rss_over_time() {
     assert!(buffer > 0, "{r}");
     assert!(r["rx_backlog_max_bytes"].as_u64().unwrap() < buffer, "{r}");
     assert!(stdout.contains("receive backlog: peak"), "{stdout}");
+    // sluice ran with the default wake-up coalescing, and says how big a
+    // batch a wake-up took.
+    assert_eq!(r["wake_coalesce_us"].as_u64(), Some(2000), "{r}");
+    let batches = r["rx_batches"].as_u64().unwrap();
+    assert!(
+        batches > 0 && (batches as f64) <= r["received_datagrams"].as_f64().unwrap(),
+        "{r}"
+    );
+    assert!(stdout.contains("wake-ups: "), "{stdout}");
     let peak = r["peak_rss_bytes"].as_u64().unwrap();
     for third in ["rss_first_third", "rss_last_third"] {
         let median = r[third]["median_bytes"].as_u64().unwrap();

@@ -198,6 +198,7 @@ struct RawListen {
     read_buffer_size: Option<SizeValue>,
     max_datagram_size: Option<SizeValue>,
     recv_buffers: Option<usize>,
+    wake_coalesce: Option<DurationValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -516,6 +517,20 @@ impl Validator<'_> {
                 ))
             }
         };
+        let wake_coalesce = self.duration(
+            "listen.wake_coalesce",
+            raw.wake_coalesce,
+            WAKE_COALESCE_DEFAULT,
+        )?;
+        if wake_coalesce > WAKE_COALESCE_MAX {
+            return Err(self.err(
+                "listen.wake_coalesce",
+                format!(
+                    "{wake_coalesce:?} is more than {WAKE_COALESCE_MAX:?}: every datagram could \
+                     wait that long, and the socket buffer must hold what arrives meanwhile"
+                ),
+            ));
+        }
         let shards = raw.shards.unwrap_or(0);
         if shards > 1024 {
             return Err(self.err("listen.shards", format!("{shards} is more than 1024")));
@@ -543,6 +558,7 @@ impl Validator<'_> {
                 1,
                 32768,
             )? as usize,
+            wake_coalesce,
         })
     }
 
@@ -798,6 +814,28 @@ mod tests {
         assert_eq!(c.listen.read_buffer_size, 32 << 20);
         let unset = Config::parse("", "t").unwrap();
         assert_eq!(unset.listen.read_buffer_size, c.listen.read_buffer_size);
+        // ... and on the wake-up coalescing.
+        assert_eq!(c.listen.wake_coalesce, WAKE_COALESCE_DEFAULT);
+        assert_eq!(unset.listen.wake_coalesce, c.listen.wake_coalesce);
+    }
+
+    #[test]
+    fn wake_coalesce_is_a_bounded_duration() {
+        let listen = |v: &str| format!("[listen]\nwake_coalesce = {v}\n");
+        let parse = |v: &str| Config::parse(&listen(v), "t").unwrap().listen.wake_coalesce;
+        assert_eq!(parse("\"500us\""), Duration::from_micros(500));
+        assert_eq!(parse("\"100ms\""), WAKE_COALESCE_MAX);
+        assert_eq!(parse("0"), Duration::ZERO);
+        let e = err(&listen("\"101ms\""));
+        assert!(
+            e.contains("listen.wake_coalesce") && e.contains("100ms"),
+            "{e}"
+        );
+        let e = err(&listen("2"));
+        assert!(
+            e.contains("listen.wake_coalesce") && e.contains("no unit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! afterwards from the same raw pointers.
 use std::io;
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::coalesce::WakeGate;
 use super::socket::DropCounters;
 use super::{Error, RxConfig, RxStats};
 
@@ -33,6 +34,7 @@ pub(super) struct MmsgRx {
     slot_len: usize,
     drops: DropCounters,
     stats: RxStats,
+    gate: WakeGate,
 }
 
 // SAFETY: the raw pointers (ours and those inside `headers`/`iovecs`) point
@@ -82,6 +84,7 @@ impl MmsgRx {
             slot_len,
             drops: DropCounters::new(sockets),
             stats: RxStats::default(),
+            gate: WakeGate::new(cfg.wake_coalesce),
         }
     }
 
@@ -99,6 +102,7 @@ impl MmsgRx {
         for pollfd in &mut self.pollfds {
             pollfd.revents = 0;
         }
+        let timeout = self.gate.hold(timeout);
         let ts = libc::timespec {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_nsec: timeout.subsec_nanos().into(),
@@ -120,24 +124,32 @@ impl MmsgRx {
                 _ => Err(Error::Io(e)),
             };
         }
+        let woke = Instant::now();
         // Before the drain: the queues hold what piled up while this thread
         // was away.
         self.drops.refresh(&self.fds, &mut self.stats);
-        let mut delivered = 0;
+        let (mut delivered, mut behind) = (0, false);
         for index in 0..self.fds.len() {
             if self.pollfds[index].revents != 0 {
-                delivered += self.drain_socket(index, on_datagram)?;
+                let (n, left) = self.drain_socket(index, on_datagram)?;
+                delivered += n;
+                behind |= left;
             }
         }
+        if delivered > 0 {
+            self.stats.batches += 1;
+        }
+        self.gate.woke(woke, delivered, behind);
         Ok(delivered)
     }
 
-    /// `recvmmsg` until the socket is empty or the batch bound is reached.
+    /// `recvmmsg` until the socket is empty or the batch bound is reached;
+    /// returns the datagrams delivered and whether the bound left some behind.
     fn drain_socket<F: FnMut(&[u8])>(
         &mut self,
         index: usize,
         on_datagram: &mut F,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, bool), Error> {
         let slots = self.headers.len();
         let mut delivered = 0;
         for _ in 0..BATCHES_MAX {
@@ -160,7 +172,7 @@ impl MmsgRx {
             if received < 0 {
                 let e = io::Error::last_os_error();
                 return match e.raw_os_error() {
-                    Some(libc::EAGAIN | libc::EINTR) => Ok(delivered),
+                    Some(libc::EAGAIN | libc::EINTR) => Ok((delivered, false)),
                     _ => Err(Error::Io(e)),
                 };
             }
@@ -183,9 +195,9 @@ impl MmsgRx {
                 on_datagram(payload);
             }
             if received < slots {
-                break;
+                return Ok((delivered, false));
             }
         }
-        Ok(delivered)
+        Ok((delivered, true))
     }
 }

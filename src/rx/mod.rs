@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::config::IoUringMode;
 
 mod buffers;
+mod coalesce;
 mod mmsg;
 mod socket;
 #[cfg(test)]
@@ -59,6 +60,9 @@ pub struct RxConfig {
     /// Number of receive buffers (io_uring provided buffers, rounded to a power of two; recvmmsg batch).
     pub buffers: usize,
     pub mode: IoUringMode,
+    /// After a wake-up that found datagrams, let the next ones gather this
+    /// long before waking again (`listen.wake_coalesce`); zero = never wait.
+    pub wake_coalesce: Duration,
 }
 
 /// Counters of one receiver. Only its own shard writes them (plain fields);
@@ -85,6 +89,9 @@ pub struct RxStats {
     /// `backlog_bytes`) since the receiver opened. Drops begin where it
     /// reaches twice `read_buffer_size`.
     pub backlog_max_bytes: u64,
+    /// Polls that delivered at least one datagram: `datagrams / batches` is
+    /// the mean batch a wake-up handled (`wake_coalesce` raises it).
+    pub batches: u64,
 }
 
 /// Errors of the receive layer.

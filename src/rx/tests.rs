@@ -55,6 +55,9 @@ fn config(addrs: Vec<SocketAddr>, mode: IoUringMode) -> RxConfig {
         max_datagram_size: 2048,
         buffers: 64,
         mode,
+        // Tests that time a poll want it to return at the first datagram;
+        // coalescing has its own tests.
+        wake_coalesce: Duration::ZERO,
     }
 }
 
@@ -494,4 +497,90 @@ fn env_hook_child() {
         Receiver::open(&config(vec![v4()], IoUringMode::On)),
         Err(Error::IoUringUnavailable(_))
     ));
+}
+
+/// `wake_coalesce`: under a steady trickle a receiver wakes about once per
+/// interval and takes what gathered as one batch; nothing is lost or
+/// reordered; without it, it wakes for (nearly) every datagram.
+#[test]
+fn wake_coalesce_batches_a_steady_stream() {
+    const SENT: usize = 300;
+    for path in paths() {
+        let mut batches = Vec::new();
+        for coalesce in [Duration::from_millis(20), Duration::ZERO] {
+            let cfg = RxConfig {
+                wake_coalesce: coalesce,
+                ..config(vec![v4()], IoUringMode::Auto)
+            };
+            let mut rx = open(&cfg, path);
+            let to = rx.local_addrs()[0];
+            let sender = std::thread::spawn(move || {
+                let tx = sender_for(to);
+                for i in 0..SENT {
+                    tx.send_to(&payload(i), to).unwrap();
+                    // ≥ 300 ms in all: at least 15 intervals of 20 ms.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            let got = collect(&mut rx, SENT);
+            sender.join().unwrap();
+            assert_eq!(got, (0..SENT).map(payload).collect::<Vec<_>>(), "{path:?}");
+            let stats = rx.stats();
+            assert_eq!(stats.datagrams, SENT as u64);
+            batches.push(stats.batches);
+        }
+        let (coalesced, eager) = (batches[0], batches[1]);
+        eprintln!("{path:?}: {coalesced} batches with 20 ms, {eager} without");
+        assert!(
+            (1..=40).contains(&coalesced),
+            "{path:?}: {coalesced} wake-ups for {SENT} datagrams over ≥ 300 ms at 20 ms"
+        );
+        assert!(
+            eager >= 60,
+            "{path:?}: only {eager} wake-ups without coalescing"
+        );
+    }
+}
+
+/// After an idle spell longer than the interval, the first datagram is
+/// handled at once: coalescing delays only datagrams that follow a wake-up.
+#[test]
+fn wake_coalesce_does_not_delay_the_first_datagram_after_idle() {
+    for path in paths() {
+        let cfg = RxConfig {
+            wake_coalesce: Duration::from_millis(300),
+            ..config(vec![v4()], IoUringMode::Auto)
+        };
+        let mut rx = open(&cfg, path);
+        let to = rx.local_addrs()[0];
+        let tx = sender_for(to);
+        // A first wake-up that found a datagram and caught up...
+        tx.send_to(b"first", to).unwrap();
+        assert_eq!(collect(&mut rx, 1), vec![b"first".to_vec()], "{path:?}");
+        // ... then an idle spell longer than the interval, the receiver
+        // waiting throughout, and one datagram.
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let sent_at = Instant::now();
+            tx.send_to(b"second", to).unwrap();
+            sent_at
+        });
+        let mut got = Vec::new();
+        let mut arrived = None;
+        let deadline = Instant::now() + DEADLINE;
+        while got.is_empty() && Instant::now() < deadline {
+            rx.poll(Duration::from_secs(2), &mut |d: &[u8]| got.push(d.to_vec()))
+                .unwrap();
+            if !got.is_empty() {
+                arrived = Some(Instant::now());
+            }
+        }
+        let sent_at = sender.join().unwrap();
+        assert_eq!(got, vec![b"second".to_vec()], "{path:?}");
+        let waited = arrived.unwrap().saturating_duration_since(sent_at);
+        assert!(
+            waited < Duration::from_millis(150),
+            "{path:?}: the first datagram after idle waited {waited:?} (interval 300 ms)"
+        );
+    }
 }

@@ -23,6 +23,7 @@ use io_uring::{cqueue, opcode, types, IoUring};
 use socket2::{Domain, Socket, Type};
 
 use super::buffers::{BufRing, ENTRIES_MAX};
+use super::coalesce::WakeGate;
 use super::socket::DropCounters;
 use super::{Error, RxConfig, RxStats};
 
@@ -59,16 +60,18 @@ pub(super) struct UringRx {
     armed: Vec<bool>,
     drops: DropCounters,
     stats: RxStats,
-    /// Completions to wait for before waking (with `IORING_FEAT_MIN_TIMEOUT`),
-    /// 1 where the kernel lacks it.
+    /// Completions to wait for before waking: half the buffers where the
+    /// wait carries `min_wait_usec`, else 1.
     wake_batch: u32,
+    /// `listen.wake_coalesce` for the kernel (`IORING_FEAT_MIN_TIMEOUT`,
+    /// Linux 6.12): once a wait has lasted this long it ends at the first
+    /// completion; before that only `wake_batch` completions end it. So a
+    /// shard that has just woken sleeps until datagrams have gathered, and
+    /// one woken after an idle spell handles the first datagram at once.
+    min_wait_usec: Option<u32>,
+    /// The same rule in user space, where the kernel lacks the feature.
+    gate: WakeGate,
 }
-
-/// Once a first datagram is ready, wait at most this long for `wake_batch`
-/// of them before waking the shard: under load one wake-up then handles a
-/// batch instead of a datagram (fewer context switches per GiB); when idle
-/// it adds at most this much latency.
-const WAKE_COALESCE_USEC: u32 = 200;
 
 /// Provided-buffer count: `buffers` rounded up to a power of two, within the
 /// kernel's limit.
@@ -133,12 +136,20 @@ impl UringRx {
         let mut template: libc::msghdr = unsafe { std::mem::zeroed() };
         template.msg_namelen = NAME_LEN as libc::socklen_t;
         let sockets = fds.len();
+        let coalesce = cfg.wake_coalesce;
+        let in_kernel = ring.params().is_feature_min_timeout() && !coalesce.is_zero();
+        let min_wait_usec = in_kernel.then(|| {
+            u32::try_from(coalesce.as_micros())
+                .unwrap_or(u32::MAX)
+                .max(1)
+        });
         // Half the buffers, so a batch never has to wait for ENOBUFS.
-        let wake_batch = if ring.params().is_feature_min_timeout() {
+        let wake_batch = if in_kernel {
             (u32::from(entries) / 2).clamp(1, 64)
         } else {
             1
         };
+        let gate = WakeGate::new(if in_kernel { Duration::ZERO } else { coalesce });
         let mut rx = UringRx {
             ring,
             bufs,
@@ -148,6 +159,8 @@ impl UringRx {
             drops: DropCounters::new(sockets),
             stats: RxStats::default(),
             wake_batch,
+            min_wait_usec,
+            gate,
         };
         rx.probe_multishot()?;
         Ok(rx)
@@ -249,12 +262,13 @@ impl UringRx {
         on_datagram: &mut F,
     ) -> Result<usize, Error> {
         self.arm()?;
+        let timeout = self.gate.hold(timeout);
         // The wait timeout travels in the enter call itself (EXT_ARG), so no
         // timeout SQE exists that could complete late and pile up.
         let ts = types::Timespec::from(timeout);
         let mut args = types::SubmitArgs::new().timespec(&ts);
-        if self.wake_batch > 1 {
-            args = args.min_wait_usec(WAKE_COALESCE_USEC);
+        if let Some(usec) = self.min_wait_usec {
+            args = args.min_wait_usec(usec);
         }
         let want = self.wake_batch as usize;
         if let Err(e) = self.ring.submitter().submit_with_args(want, &args) {
@@ -262,11 +276,19 @@ impl UringRx {
                 return Err(Error::Io(e));
             }
         }
+        let woke = Instant::now();
         // Before the drain: what still waits in the sockets now is what
         // piled up beyond the ring's buffers while this thread was away.
         self.drops.refresh(&self.fds, &mut self.stats);
         let (delivered, failure) = self.drain(on_datagram);
-        if self.armed.iter().any(|armed| !armed) {
+        if delivered > 0 {
+            self.stats.batches += 1;
+        }
+        // A multishot receive ends when the buffers ran out: datagrams were
+        // left in the socket, so the next poll must not pause.
+        let behind = self.armed.iter().any(|armed| !armed);
+        self.gate.woke(woke, delivered, behind);
+        if behind {
             // Re-arm now rather than at the next poll, so the kernel keeps
             // receiving while the caller works through this batch.
             self.arm()?;

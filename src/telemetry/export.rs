@@ -255,6 +255,12 @@ impl Collector for Telemetry {
             "io_uring multishot receives re-armed.",
             t.rearms,
         )?;
+        counter(
+            e,
+            "sluice_rx_batches",
+            "Shard wake-ups that found datagrams; sluice_received_datagrams over this is the mean batch (listen.wake_coalesce raises it).",
+            t.rx_batches,
+        )?;
         let (mut uring, mut mmsg) = (0i64, 0i64);
         for s in &self.shards {
             match s.path.load(Ordering::Relaxed) {

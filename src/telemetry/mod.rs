@@ -69,7 +69,8 @@ const DEAD_LETTERED: usize = 7;
 // Gauges: a scrape takes the largest over shards, not the sum.
 const BACKLOG: usize = 8;
 const BACKLOG_MAX: usize = 9;
-const FIXED: usize = 10;
+const BATCHES: usize = 10;
+const FIXED: usize = 11;
 
 impl Layout {
     fn drop_base(&self) -> usize {
@@ -150,6 +151,7 @@ impl LocalCounters {
         self.values[REARMS] = rx.rearms;
         self.values[BACKLOG] = rx.backlog_bytes;
         self.values[BACKLOG_MAX] = rx.backlog_max_bytes;
+        self.values[BATCHES] = rx.batches;
     }
     /// Make the current totals visible to scrapes.
     pub fn publish(&self, to: &ShardCounters) {
@@ -191,6 +193,8 @@ pub struct Totals {
     pub enobufs: u64,
     pub kernel_drops: u64,
     pub rearms: u64,
+    /// Wake-ups that found datagrams (`datagrams / rx_batches` = mean batch).
+    pub rx_batches: u64,
     /// The largest receive backlog any shard found at its last wake.
     pub rx_backlog_bytes: u64,
     /// The largest receive backlog of any one socket since start.
@@ -227,6 +231,7 @@ impl Totals {
             enobufs: flat[ENOBUFS],
             kernel_drops: flat[KERNEL_DROPS],
             rearms: flat[REARMS],
+            rx_batches: flat[BATCHES],
             rx_backlog_bytes: flat[BACKLOG],
             rx_backlog_max_bytes: flat[BACKLOG_MAX],
             dead_lettered: flat[DEAD_LETTERED],

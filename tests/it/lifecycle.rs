@@ -73,6 +73,7 @@ fn admin_endpoints() {
         "sluice_parse_errors_total{kind=\"bad_field\"}",
         "sluice_rx_backlog_bytes",
         "sluice_rx_backlog_max_bytes",
+        "sluice_rx_batches_total",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
@@ -90,6 +91,48 @@ fn admin_endpoints() {
             .get("sluice_dropped_lines_total{reason=\"no_sink\"}")
             == 10
     }));
+}
+
+/// `listen.wake_coalesce` through the real binary: a steady trickle into one
+/// shard is taken in about one batch per interval (`sluice_rx_batches`),
+/// every line still delivered; with 0 the shard wakes for nearly every
+/// datagram.
+#[test]
+fn wake_coalesce_batches_a_trickle_and_loses_nothing() {
+    const DATAGRAMS: usize = 200;
+    let mut batches = Vec::new();
+    for coalesce in ["25ms", "0"] {
+        let sink = HttpSink::start(Behaviour::Ok);
+        let config = format!(
+            "{}{}",
+            base_config("auto").replace(
+                "read_buffer_size = \"4MB\"",
+                &format!("read_buffer_size = \"4MB\"\nwake_coalesce = \"{coalesce}\"")
+            ),
+            sink_config("s", &sink.url(), &["*"])
+        );
+        let mut s = Sluice::start(&config);
+        // One source socket: one 4-tuple, so one shard takes all of it.
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let lines = make_lines("cpu", DATAGRAMS, "");
+        for line in &lines {
+            tx.send_to(line.as_bytes(), s.udp[0]).unwrap();
+            // ≥ 400 ms in all: at least 16 intervals of 25 ms.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(wait_until(Duration::from_secs(10), || sink.lines().len() == DATAGRAMS));
+        let m = s.metrics();
+        assert_eq!(m.get("sluice_received_datagrams_total"), DATAGRAMS as u64);
+        batches.push(m.get("sluice_rx_batches_total"));
+        assert_eq!(s.terminate(), 0);
+    }
+    let (coalesced, eager) = (batches[0], batches[1]);
+    eprintln!("{coalesced} batches with 25 ms, {eager} without");
+    assert!(
+        (1..=60).contains(&coalesced),
+        "{coalesced} wake-ups for {DATAGRAMS} datagrams over ≥ 400 ms at 25 ms"
+    );
+    assert!(eager >= 100, "only {eager} wake-ups without coalescing");
 }
 
 /// `Cpus_allowed_list` of each `shard-*` thread of `pid`, and of the process.

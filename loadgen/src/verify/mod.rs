@@ -71,6 +71,9 @@ pub struct VerifyConfig {
     /// Receive buffer of every UDP socket, the SUT's either way: sluice's
     /// `listen.read_buffer_size` and the baseline relay's `--rcvbuf`.
     pub rcvbuf: u64,
+    /// The SUT's wake-up coalescing, either way: sluice's
+    /// `listen.wake_coalesce`, the baseline relay's `--wake-coalesce`.
+    pub wake_coalesce: Duration,
     /// A run whose peak RSS exceeds this fails (the memory target's gate).
     pub max_rss: Option<u64>,
     /// `--sut-cpus`: the SUT on these CPUs, the sender and the sinks on the
@@ -103,6 +106,7 @@ impl Default for VerifyConfig {
             queue_max_batches: 1024,
             batch_max_age: Duration::from_millis(200),
             rcvbuf: 32 << 20,
+            wake_coalesce: Duration::from_millis(2),
             max_rss: None,
             cpus: None,
             sender_nice: 0,
@@ -178,6 +182,11 @@ pub struct RunResult {
     /// and the socket buffer it is measured against; 0 for the baseline.
     pub rx_backlog_max_bytes: u64,
     pub rx_buffer_bytes: u64,
+    /// The SUT's wake-up coalescing (`--wake-coalesce`), in µs.
+    pub wake_coalesce_us: u64,
+    /// sluice's wake-ups that found datagrams (`sluice_rx_batches_total`);
+    /// 0 for the baseline.
+    pub rx_batches: u64,
     pub socket_drops_datagrams: u64,
     pub snmp_in_errors_delta: u64,
     pub snmp_rcvbuf_errors_delta: u64,
@@ -562,6 +571,8 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         sut_kernel_drops: msum(&m, "sluice_kernel_drops_total"),
         rx_backlog_max_bytes: msum(&m, "sluice_rx_backlog_max_bytes") as u64,
         rx_buffer_bytes: msum(&m, "sluice_rx_buffer_bytes") as u64,
+        wake_coalesce_us: u64::try_from(cfg.wake_coalesce.as_micros()).unwrap_or(u64::MAX),
+        rx_batches: msum(&m, "sluice_rx_batches_total") as u64,
         socket_drops_datagrams: drops,
         snmp_in_errors_delta: snmp_in1.saturating_sub(snmp_in0),
         snmp_rcvbuf_errors_delta: snmp_rb1.saturating_sub(snmp_rb0),

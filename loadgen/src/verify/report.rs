@@ -120,6 +120,14 @@ pub fn print_result(r: &RunResult) {
             r.rx_backlog_max_bytes as f64 / r.rx_buffer_bytes as f64 * 100.0
         );
     }
+    if r.rx_batches > 0 {
+        println!(
+            "  wake-ups: {} found datagrams, {:.1} datagrams each on average (wake_coalesce {} µs)",
+            r.rx_batches,
+            r.received_datagrams / r.rx_batches as f64,
+            r.wake_coalesce_us
+        );
+    }
     let (windows, bursts) = drop_bursts(&r.samples, 3);
     if windows > 0 {
         let mean_steal = r.samples.last().map_or(0.0, |s| s.host_steal_s) / r.samples.len() as f64;

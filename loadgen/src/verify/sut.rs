@@ -40,8 +40,9 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
     let (queue, age_ms) = (cfg.queue_max_batches, cfg.batch_max_age.as_millis());
     // In KiB, rounded up (sluice's sizes are binary: "8192KB" = 8 MiB).
     let rcvbuf_kib = cfg.rcvbuf.div_ceil(1024);
+    let coalesce_us = cfg.wake_coalesce.as_micros();
     let mut s = format!(
-        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\nwake_coalesce = \"{coalesce_us}us\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
@@ -143,6 +144,10 @@ pub(super) fn spawn_sut(
             ]);
             c.args(["--threads", &cfg.baseline_threads.to_string()]);
             c.args(["--rcvbuf", &cfg.rcvbuf.to_string()]);
+            c.args([
+                "--wake-coalesce",
+                &format!("{}us", cfg.wake_coalesce.as_micros()),
+            ]);
             // Bounded even if nobody signals it.
             let max = cfg.duration.as_secs() + cfg.drain_timeout.as_secs() + 120;
             c.args(["--max-runtime", &format!("{max}s")]);
