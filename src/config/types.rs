@@ -83,9 +83,9 @@ pub struct ListenConfig {
     pub wake_coalesce: Duration,
 }
 
-/// `listen.wake_coalesce` when unset: at 1400-byte datagrams it took a
-/// fifth of the shards' CPU off against 200 µs (BENCHMARKS.md, tenth
-/// session), for at most 2 ms more latency per line.
+/// `listen.wake_coalesce` when unset: at 100 MB/s of 1400-byte datagrams
+/// it took 6-9 % off sluice's CPU per GiB against 200 µs (BENCHMARKS.md,
+/// tenth session), for at most 2 ms more latency per line.
 pub const WAKE_COALESCE_DEFAULT: Duration = Duration::from_millis(2);
 /// The longest `listen.wake_coalesce` accepted.
 pub const WAKE_COALESCE_MAX: Duration = Duration::from_millis(100);
