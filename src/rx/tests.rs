@@ -584,3 +584,42 @@ fn wake_coalesce_does_not_delay_the_first_datagram_after_idle() {
         );
     }
 }
+
+/// The caller's timeout bounds a poll even when it is shorter than the
+/// coalescing interval, idle or right after a batch (the shard's timers for
+/// sealing chunks depend on it).
+#[test]
+fn wake_coalesce_never_outlasts_the_poll_timeout() {
+    for path in paths() {
+        let cfg = RxConfig {
+            wake_coalesce: Duration::from_millis(100),
+            ..config(vec![v4()], IoUringMode::Auto)
+        };
+        let mut rx = open(&cfg, path);
+        let to = rx.local_addrs()[0];
+        let tx = sender_for(to);
+        for _ in 0..3 {
+            let start = Instant::now();
+            let n = rx
+                .poll(Duration::from_millis(10), &mut |_: &[u8]| {})
+                .unwrap();
+            assert_eq!(n, 0, "{path:?}");
+            let idle = start.elapsed();
+            assert!(
+                idle < Duration::from_millis(60),
+                "{path:?}: idle poll took {idle:?}"
+            );
+        }
+        // Right after a caught-up batch: the next poll still ends by its timeout.
+        tx.send_to(b"x", to).unwrap();
+        assert_eq!(collect(&mut rx, 1).len(), 1, "{path:?}");
+        let start = Instant::now();
+        rx.poll(Duration::from_millis(10), &mut |_: &[u8]| {})
+            .unwrap();
+        let after = start.elapsed();
+        assert!(
+            after < Duration::from_millis(60),
+            "{path:?}: poll after a batch took {after:?}"
+        );
+    }
+}

@@ -268,7 +268,10 @@ impl UringRx {
         let ts = types::Timespec::from(timeout);
         let mut args = types::SubmitArgs::new().timespec(&ts);
         if let Some(usec) = self.min_wait_usec {
-            args = args.min_wait_usec(usec);
+            // The kernel lets the minimum wait outlast the timeout; the
+            // caller's timeout (a chunk to seal, `stop`) must win.
+            let timeout_usec = u32::try_from(timeout.as_micros()).unwrap_or(u32::MAX);
+            args = args.min_wait_usec(usec.min(timeout_usec).max(1));
         }
         let want = self.wake_batch as usize;
         if let Err(e) = self.ring.submitter().submit_with_args(want, &args) {
