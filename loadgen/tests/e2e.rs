@@ -507,6 +507,19 @@ fn verify_default_sink_settings_and_rss_over_time() {
         "{r}"
     );
     assert!(stdout.contains("wake-ups: "), "{stdout}");
+    // Per shard, summing to what sluice received.
+    let shards: Vec<u64> = r["shard_datagrams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect();
+    assert!(!shards.is_empty(), "{r}");
+    assert_eq!(
+        shards.iter().sum::<u64>() as f64,
+        r["received_datagrams"].as_f64().unwrap(),
+        "{r}"
+    );
     let peak = r["peak_rss_bytes"].as_u64().unwrap();
     for third in ["rss_first_third", "rss_last_third"] {
         let median = r[third]["median_bytes"].as_u64().unwrap();

@@ -261,6 +261,32 @@ impl Collector for Telemetry {
             "Shard wake-ups that found datagrams; sluice_received_datagrams over this is the mean batch (listen.wake_coalesce raises it).",
             t.rx_batches,
         )?;
+        // Per shard: how evenly SO_REUSEPORT spread the senders' flows (one
+        // source address and port always land on one shard).
+        let labels: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();
+        let per_shard = |index: usize| -> Vec<(Vec<(&str, &str)>, u64)> {
+            self.shards
+                .iter()
+                .zip(&labels)
+                .map(|(shard, label)| (vec![("shard", label.as_str())], shard.get(index)))
+                .collect()
+        };
+        counter_family(
+            e,
+            "sluice_shard_received_datagrams",
+            "Datagrams received, per shard: an uneven split means few or heavy flows (each source address and port lands on one shard).",
+            &per_shard(super::DATAGRAMS),
+        )?;
+        let backlog: Vec<(Vec<(&str, &str)>, i64)> = per_shard(super::BACKLOG)
+            .into_iter()
+            .map(|(l, v)| (l, i64::try_from(v).unwrap_or(i64::MAX)))
+            .collect();
+        gauge_family(
+            e,
+            "sluice_shard_rx_backlog_bytes",
+            "Receive backlog per shard at its last wake-up (summed over its sockets).",
+            &backlog,
+        )?;
         let (mut uring, mut mmsg) = (0i64, 0i64);
         for s in &self.shards {
             match s.path.load(Ordering::Relaxed) {

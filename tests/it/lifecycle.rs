@@ -91,6 +91,21 @@ fn admin_endpoints() {
             .get("sluice_dropped_lines_total{reason=\"no_sink\"}")
             == 10
     }));
+    // Per shard (two here), summing to the total.
+    let m = s.metrics();
+    assert_eq!(
+        m.sum("sluice_shard_received_datagrams_total"),
+        m.get("sluice_received_datagrams_total")
+    );
+    for shard in ["0", "1"] {
+        for name in [
+            "sluice_shard_received_datagrams_total",
+            "sluice_shard_rx_backlog_bytes",
+        ] {
+            let series = format!("{name}{{shard=\"{shard}\"}}");
+            assert!(m.values.contains_key(&series), "{series} missing");
+        }
+    }
 }
 
 /// `listen.wake_coalesce` through the real binary: a steady trickle into one
@@ -123,6 +138,20 @@ fn wake_coalesce_batches_a_trickle_and_loses_nothing() {
         assert!(wait_until(Duration::from_secs(10), || sink.lines().len() == DATAGRAMS));
         let m = s.metrics();
         assert_eq!(m.get("sluice_received_datagrams_total"), DATAGRAMS as u64);
+        // One source address and port: one shard took every datagram.
+        let per_shard: Vec<u64> = ["0", "1"]
+            .iter()
+            .map(|i| {
+                m.get(&format!(
+                    "sluice_shard_received_datagrams_total{{shard=\"{i}\"}}"
+                ))
+            })
+            .collect();
+        assert_eq!(
+            per_shard.iter().max(),
+            Some(&(DATAGRAMS as u64)),
+            "{per_shard:?}"
+        );
         batches.push(m.get("sluice_rx_batches_total"));
         assert_eq!(s.terminate(), 0);
     }

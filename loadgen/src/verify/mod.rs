@@ -187,6 +187,10 @@ pub struct RunResult {
     /// sluice's wake-ups that found datagrams (`sluice_rx_batches_total`);
     /// 0 for the baseline.
     pub rx_batches: u64,
+    /// Datagrams each of sluice's shards received, in shard order: how
+    /// evenly `SO_REUSEPORT` spread the sender's flows (empty for the
+    /// baseline).
+    pub shard_datagrams: Vec<u64>,
     pub socket_drops_datagrams: u64,
     pub snmp_in_errors_delta: u64,
     pub snmp_rcvbuf_errors_delta: u64,
@@ -224,6 +228,14 @@ pub struct RunResult {
     pub drained: bool,
     pub pass: bool,
     pub samples: Vec<Sample>,
+}
+
+/// `name{shard="i"}` for i = 0, 1, … until one is missing.
+fn per_shard(m: &BTreeMap<String, f64>, name: &str) -> Vec<u64> {
+    (0..)
+        .map_while(|i| m.get(&format!("{name}{{shard=\"{i}\"}}")))
+        .map(|v| *v as u64)
+        .collect()
 }
 
 /// Parses Prometheus text into `name{labels}` → value.
@@ -573,6 +585,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         rx_buffer_bytes: msum(&m, "sluice_rx_buffer_bytes") as u64,
         wake_coalesce_us: u64::try_from(cfg.wake_coalesce.as_micros()).unwrap_or(u64::MAX),
         rx_batches: msum(&m, "sluice_rx_batches_total") as u64,
+        shard_datagrams: per_shard(&m, "sluice_shard_received_datagrams_total"),
         socket_drops_datagrams: drops,
         snmp_in_errors_delta: snmp_in1.saturating_sub(snmp_in0),
         snmp_rcvbuf_errors_delta: snmp_rb1.saturating_sub(snmp_rb0),

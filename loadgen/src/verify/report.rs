@@ -128,6 +128,18 @@ pub fn print_result(r: &RunResult) {
             r.wake_coalesce_us
         );
     }
+    let shard_total: u64 = r.shard_datagrams.iter().sum();
+    if r.shard_datagrams.len() > 1 && shard_total > 0 {
+        let shares: Vec<String> = r
+            .shard_datagrams
+            .iter()
+            .map(|&d| format!("{:.1} %", d as f64 / shard_total as f64 * 100.0))
+            .collect();
+        println!(
+            "  shards    : {} of the datagrams (SO_REUSEPORT hashes each source port to one shard)",
+            shares.join(" / ")
+        );
+    }
     let (windows, bursts) = drop_bursts(&r.samples, 3);
     if windows > 0 {
         let mean_steal = r.samples.last().map_or(0.0, |s| s.host_steal_s) / r.samples.len() as f64;
