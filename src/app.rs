@@ -113,6 +113,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 max_datagram_size: config.listen.max_datagram_size,
                 buffers: config.listen.recv_buffers,
                 wake_coalesce: config.listen.wake_coalesce,
+                balance: config.listen.balance,
+                group_size: shard_count,
                 mode: config.listen.io_uring,
             },
             table: table.clone(),

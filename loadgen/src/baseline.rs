@@ -29,6 +29,9 @@ pub struct BaselineConfig {
     /// found datagrams and caught up, the next receive waits until this
     /// long has passed since it. So both relays wake as often.
     pub wake_coalesce: Duration,
+    /// sluice's `listen.balance = "datagram"`: each datagram to a receiver
+    /// at random instead of the kernel's flow hash.
+    pub spread_datagrams: bool,
     /// Hard upper bound on run time; SIGTERM ends it earlier.
     pub max_runtime: Duration,
 }
@@ -105,6 +108,9 @@ pub fn run(cfg: BaselineConfig) -> Result<()> {
         s.set_read_timeout(Some(Duration::from_millis(50)))?;
         s.bind(&addr.into())
             .with_context(|| format!("bind {addr}"))?;
+        if cfg.spread_datagrams {
+            spread_at_random(&s, threads).context("attach the reuseport program")?;
+        }
         addr = s.local_addr()?.as_socket().context("udp local addr")?;
         socks.push(s);
     }
@@ -353,6 +359,49 @@ fn admin_loop(l: TcpListener, m: Arc<Metrics>, stop: Arc<AtomicBool>, port: u16)
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
+}
+
+/// The same program sluice attaches for `listen.balance = "datagram"`
+/// (`rx/socket.rs`, kept separate like `set_recv_buffer`): the reuseport
+/// group picks `random() % group` for each datagram.
+fn spread_at_random(socket: &Socket, group: usize) -> std::io::Result<()> {
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let insn = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut program = [
+        insn(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        ),
+        insn(
+            libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
+            group.max(1) as u32,
+        ),
+        insn(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the
+    // kernel copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The same receive buffer sluice asks for: `SO_RCVBUF`, then `SO_RCVBUFFORCE`

@@ -146,6 +146,11 @@ struct BaselineArgs {
     /// `listen.wake_coalesce`, whose default this is; 0 = never wait.
     #[arg(long, default_value = "2ms")]
     wake_coalesce: String,
+    /// `flow`: the kernel's SO_REUSEPORT hash (one source port, one
+    /// receiver); `datagram`: each datagram to a receiver at random, as
+    /// sluice's `listen.balance`.
+    #[arg(long, default_value = "flow", value_parser = ["flow", "datagram"])]
+    balance: String,
     /// Upper bound on run time.
     #[arg(long, default_value = "3600s")]
     max_runtime: String,
@@ -228,6 +233,13 @@ struct VerifyArgs {
     /// sluice's default; 0 wakes for every arrival.
     #[arg(long, default_value = "2ms")]
     wake_coalesce: String,
+    /// How the SUT's sockets share the load, either one: `flow` (the
+    /// kernel's SO_REUSEPORT hash: each of the sender's source ports lands
+    /// on one shard, so few sources can load shards unevenly) or `datagram`
+    /// (each datagram to a shard at random): sluice's `listen.balance`, the
+    /// baseline relay's `--balance`.
+    #[arg(long, default_value = "flow", value_parser = ["flow", "datagram"])]
+    balance: String,
     /// Run the SUT (sluice or the baseline) on these CPUs only, e.g. `1` or
     /// `0-3`, and the sender and the sinks on the others: the SUT's capacity
     /// on that many cores, without the harness taking its CPU (or it the
@@ -360,6 +372,7 @@ fn cmd_baseline(a: BaselineArgs) -> Result<()> {
         connections: a.connections,
         rcvbuf: parse_size_f(&a.rcvbuf)? as usize,
         wake_coalesce: parse_duration(&a.wake_coalesce)?,
+        spread_datagrams: a.balance == "datagram",
         max_runtime: parse_duration(&a.max_runtime)?,
     })
 }
@@ -672,6 +685,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         batch_max_age: parse_duration(&a.batch_max_age)?,
         rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
         wake_coalesce: parse_duration(&a.wake_coalesce)?,
+        balance: a.balance.clone(),
         max_rss: a
             .max_rss
             .as_deref()

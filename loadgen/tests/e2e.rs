@@ -642,3 +642,67 @@ fn verify_sut_cpus_splits_the_host() {
     assert!(!out.status.success());
     assert!(stderr.contains("leaves no CPU"), "{stderr}");
 }
+
+/// `--balance datagram` reaches both SUTs: the baseline relay attaches the
+/// reuseport program and still delivers everything, and sluice's shards
+/// split the datagrams evenly (`shard_datagrams`) where the flow hash of
+/// one source port would give one shard all of them.
+#[test]
+fn verify_balance_datagram_spreads_both_suts() {
+    let (_, v) = verify_json(
+        "balance-baseline",
+        &[
+            "--baseline",
+            "--balance",
+            "datagram",
+            "--rate",
+            "5MB/s",
+            "--duration",
+            "2s",
+            "--baseline-threads",
+            "2",
+        ],
+    );
+    let r = &v["run"];
+    assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{r}");
+    assert_eq!(r["accounting_agrees"].as_bool(), Some(true), "{r}");
+    let Some(sluice) = sibling_sluice() else {
+        eprintln!(
+            "no sluice binary beside sluice-loadgen; build the workspace to run the sluice half"
+        );
+        return;
+    };
+    let (stdout, v) = verify_json(
+        "balance-sluice",
+        &[
+            "--sluice",
+            sluice.to_str().unwrap(),
+            "--balance",
+            "datagram",
+            "--sources",
+            "1",
+            "--rate",
+            "5MB/s",
+            "--duration",
+            "2s",
+        ],
+    );
+    let r = &v["run"];
+    assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{stdout}");
+    let shards: Vec<u64> = r["shard_datagrams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect();
+    let total: u64 = shards.iter().sum();
+    assert!(total > 1000, "{shards:?}");
+    if shards.len() > 1 {
+        let fair = total / shards.len() as u64;
+        assert!(
+            shards.iter().all(|&d| d > fair / 2),
+            "one source, spread per datagram: {shards:?}"
+        );
+        assert!(stdout.contains("shards    : "), "{stdout}");
+    }
+}

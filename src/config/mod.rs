@@ -199,6 +199,7 @@ struct RawListen {
     max_datagram_size: Option<SizeValue>,
     recv_buffers: Option<usize>,
     wake_coalesce: Option<DurationValue>,
+    balance: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -531,6 +532,16 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let balance = match raw.balance.as_deref().unwrap_or("flow") {
+            "flow" => Balance::Flow,
+            "datagram" => Balance::Datagram,
+            other => {
+                return Err(self.err(
+                    "listen.balance",
+                    format!("{other:?} is not one of \"flow\", \"datagram\""),
+                ))
+            }
+        };
         let shards = raw.shards.unwrap_or(0);
         if shards > 1024 {
             return Err(self.err("listen.shards", format!("{shards} is more than 1024")));
@@ -558,6 +569,7 @@ impl Validator<'_> {
                 1,
                 32768,
             )? as usize,
+            balance,
             wake_coalesce,
         })
     }
@@ -817,6 +829,24 @@ mod tests {
         // ... and on the wake-up coalescing.
         assert_eq!(c.listen.wake_coalesce, WAKE_COALESCE_DEFAULT);
         assert_eq!(unset.listen.wake_coalesce, c.listen.wake_coalesce);
+    }
+
+    #[test]
+    fn balance_is_flow_or_datagram() {
+        let parse = |v: &str| {
+            Config::parse(&format!("[listen]\nbalance = \"{v}\"\n"), "t").map(|c| c.listen.balance)
+        };
+        assert_eq!(
+            Config::parse("", "t").unwrap().listen.balance,
+            Balance::Flow
+        );
+        assert_eq!(Config::default_config().listen.balance, Balance::Flow);
+        assert_eq!(parse("datagram").unwrap(), Balance::Datagram);
+        let e = parse("random").unwrap_err().to_string();
+        assert!(
+            e.contains("listen.balance") && e.contains("datagram"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -13,6 +13,18 @@ pub enum IoUringMode {
     Off,
 }
 
+/// How the kernel spreads datagrams over the shards' `SO_REUSEPORT` sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// The kernel's hash of source and destination: one source address and
+    /// port always lands on one shard, so its lines keep their order. Even
+    /// when there are many more sources than shards.
+    Flow,
+    /// Each datagram to a shard at random: even load however few the
+    /// sources; lines of one source may be forwarded out of order.
+    Datagram,
+}
+
 /// One `[[sink]]`: an InfluxDB-compatible HTTP backend.
 #[derive(Clone, Debug)]
 pub struct SinkConfig {
@@ -77,6 +89,7 @@ pub struct ListenConfig {
     pub max_datagram_size: usize,
     /// Receive buffers per shard (io_uring provided buffers / recvmmsg batch slots).
     pub recv_buffers: usize,
+    pub balance: Balance,
     /// After a wake-up that found datagrams, a shard lets the next ones
     /// gather this long before it wakes again (as a NIC's interrupt
     /// coalescing does); 0 wakes for every arrival.

@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::IoUringMode;
+use crate::config::{Balance, IoUringMode};
 
 mod buffers;
 mod coalesce;
@@ -63,6 +63,10 @@ pub struct RxConfig {
     /// After a wake-up that found datagrams, let the next ones gather this
     /// long before waking again (`listen.wake_coalesce`); zero = never wait.
     pub wake_coalesce: Duration,
+    /// `listen.balance`, and how many sockets share each address (the shard
+    /// count): `Datagram` spreads each datagram over that many at random.
+    pub balance: Balance,
+    pub group_size: usize,
 }
 
 /// Counters of one receiver. Only its own shard writes them (plain fields);
@@ -144,7 +148,11 @@ impl Receiver {
                 "max_datagram_size out of range",
             )));
         }
-        let sockets = socket::open_all(&cfg.addrs, cfg.rcvbuf)?;
+        let spread = match cfg.balance {
+            Balance::Flow => None,
+            Balance::Datagram => Some(cfg.group_size),
+        };
+        let sockets = socket::open_all(&cfg.addrs, cfg.rcvbuf, spread)?;
         let fds = sockets.raw_fds();
         let mut io_uring_error = None;
         let path = match cfg.mode {

@@ -34,13 +34,20 @@ impl Sockets {
 }
 
 /// Open, configure and bind one UDP socket per address.
-pub(super) fn open_all(addrs: &[SocketAddr], rcvbuf: usize) -> Result<Sockets, Error> {
+/// `spread`: spread datagrams at random over this many sockets of each
+/// address's `SO_REUSEPORT` group (see `spread_at_random`); `None` leaves the
+/// kernel's flow hash.
+pub(super) fn open_all(
+    addrs: &[SocketAddr],
+    rcvbuf: usize,
+    spread: Option<usize>,
+) -> Result<Sockets, Error> {
     let mut sockets = Vec::with_capacity(addrs.len());
     let mut local_addrs = Vec::with_capacity(addrs.len());
     let mut effective_rcvbuf = usize::MAX;
     for &addr in addrs {
         let (socket, local, effective) =
-            open_one(addr, rcvbuf).map_err(|source| Error::Socket { addr, source })?;
+            open_one(addr, rcvbuf, spread).map_err(|source| Error::Socket { addr, source })?;
         sockets.push(socket);
         local_addrs.push(local);
         effective_rcvbuf = effective_rcvbuf.min(effective);
@@ -55,7 +62,11 @@ pub(super) fn open_all(addrs: &[SocketAddr], rcvbuf: usize) -> Result<Sockets, E
     })
 }
 
-fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketAddr, usize)> {
+fn open_one(
+    addr: SocketAddr,
+    rcvbuf: usize,
+    spread: Option<usize>,
+) -> std::io::Result<(Socket, SocketAddr, usize)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -65,12 +76,67 @@ fn open_one(addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(Socket, SocketA
     set_recv_buffer(&socket, rcvbuf)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    if let Some(group) = spread {
+        spread_at_random(&socket, group)?;
+    }
     let local = socket
         .local_addr()?
         .as_socket()
         .ok_or_else(|| std::io::Error::other("bound address is not an IP socket address"))?;
     let effective = socket.recv_buffer_size()?;
     Ok((socket, local, effective))
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic; the libc crate exports it for
+/// Android only).
+#[cfg(not(target_arch = "sparc64"))]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+#[cfg(target_arch = "sparc64")]
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 0x35;
+
+/// Attach to the socket's `SO_REUSEPORT` group a classic BPF program that
+/// picks a socket at random for each datagram: `random() % group`. The
+/// kernel indexes the group's sockets in the order they were bound, one per
+/// shard, and falls back to its flow hash while an index is not bound yet
+/// (shards bind one after another); every shard attaches the same program,
+/// the last one stays.
+fn spread_at_random(socket: &Socket, group: usize) -> std::io::Result<()> {
+    let group = u32::try_from(group.max(1))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "too many shards"))?;
+    let insn = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut program = [
+        // A = a random u32 (an ancillary load, no packet data).
+        insn(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32,
+        ),
+        insn(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, group),
+        insn(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call; the
+    // kernel copies the program; the length passed is the struct's size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Ask for `rcvbuf` bytes of receive buffer. The kernel caps `SO_RCVBUF` at

@@ -58,6 +58,8 @@ fn config(addrs: Vec<SocketAddr>, mode: IoUringMode) -> RxConfig {
         // Tests that time a poll want it to return at the first datagram;
         // coalescing has its own tests.
         wake_coalesce: Duration::ZERO,
+        balance: crate::config::Balance::Flow,
+        group_size: 1,
     }
 }
 
@@ -621,5 +623,46 @@ fn wake_coalesce_never_outlasts_the_poll_timeout() {
             after < Duration::from_millis(60),
             "{path:?}: poll after a batch took {after:?}"
         );
+    }
+}
+
+/// `Balance::Datagram`: one source's datagrams spread over every socket of
+/// the group at random; with the flow hash they all land on one.
+#[test]
+fn balance_datagram_spreads_one_source_over_the_group() {
+    use crate::config::Balance;
+    const SENT: usize = 400;
+    for balance in [Balance::Datagram, Balance::Flow] {
+        let first_cfg = RxConfig {
+            balance,
+            group_size: 2,
+            ..config(vec![v4()], IoUringMode::Off)
+        };
+        let mut first = open(&first_cfg, RxPath::Recvmmsg);
+        let to = first.local_addrs()[0];
+        let second_cfg = RxConfig {
+            addrs: vec![to],
+            ..first_cfg.clone()
+        };
+        let mut second = open(&second_cfg, RxPath::Recvmmsg);
+        let tx = sender_for(to);
+        for i in 0..SENT {
+            tx.send_to(&payload(i), to).unwrap();
+            if i % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let (mut a, mut b) = (0usize, 0usize);
+        let deadline = Instant::now() + DEADLINE;
+        while a + b < SENT && Instant::now() < deadline {
+            a += first.poll(POLL, &mut |_: &[u8]| {}).unwrap();
+            b += second.poll(POLL, &mut |_: &[u8]| {}).unwrap();
+        }
+        assert_eq!(a + b, SENT, "{balance:?}");
+        match balance {
+            // Binomial(400, 1/2): below 120 on either side is ~1e-16.
+            Balance::Datagram => assert!(a >= 120 && b >= 120, "{balance:?}: {a} / {b}"),
+            Balance::Flow => assert!(a == 0 || b == 0, "{balance:?}: {a} / {b}"),
+        }
     }
 }

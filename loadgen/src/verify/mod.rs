@@ -74,6 +74,8 @@ pub struct VerifyConfig {
     /// The SUT's wake-up coalescing, either way: sluice's
     /// `listen.wake_coalesce`, the baseline relay's `--wake-coalesce`.
     pub wake_coalesce: Duration,
+    /// `flow` or `datagram`: sluice's `listen.balance`, the baseline's `--balance`.
+    pub balance: String,
     /// A run whose peak RSS exceeds this fails (the memory target's gate).
     pub max_rss: Option<u64>,
     /// `--sut-cpus`: the SUT on these CPUs, the sender and the sinks on the
@@ -107,6 +109,7 @@ impl Default for VerifyConfig {
             batch_max_age: Duration::from_millis(200),
             rcvbuf: 32 << 20,
             wake_coalesce: Duration::from_millis(2),
+            balance: "flow".into(),
             max_rss: None,
             cpus: None,
             sender_nice: 0,
