@@ -13,6 +13,13 @@
 #                     `cargo build --release --workspace`, or carry them)
 #   RATE=1GiB/s DURATION=30s PAYLOAD=8192 THREADS=4 REPEAT=1 MAX_LOSS=0.001%
 #   PIN=false         sluice's listen.pin (the sender shares the host's CPUs)
+#   SOURCES=64        source ports per sender thread: THREADS × SOURCES flows
+#                     over one shard per CPU. SO_REUSEPORT hashes each flow
+#                     to one shard, so flows must far outnumber shards or some
+#                     shards get twice their share (BENCHMARKS.md, tenth
+#                     session: 16 flows over 2 shards split 75/25 and lost)
+#   BALANCE=flow      `datagram` spreads each datagram instead (listen.balance,
+#                     the baseline's --balance)
 #   MEMORY_DURATION=60s  then sluice alone at RATE for this long with the
 #                     appliance's default sink settings (queue 256, 1 s),
 #                     gated at 256 MiB peak RSS (loss is the first run's
@@ -55,7 +62,8 @@ bash tuning/apply.sh 2>&1 | tee "$out/tuning.txt" || true
 
 # The same sluice, load and layout for both runs below.
 load=(--sluice "$sluice" --rate "${RATE:-1GiB/s}" --payload "${PAYLOAD:-8192}"
-    --threads "${THREADS:-4}" --sources 16 --pin "${PIN:-false}" --no-progress)
+    --threads "${THREADS:-4}" --sources "${SOURCES:-64}" --balance "${BALANCE:-flow}"
+    --pin "${PIN:-false}" --no-progress)
 
 status=0
 "$loadgen" verify --compare-baseline "${load[@]}" \

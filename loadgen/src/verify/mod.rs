@@ -194,6 +194,8 @@ pub struct RunResult {
     /// evenly `SO_REUSEPORT` spread the sender's flows (empty for the
     /// baseline).
     pub shard_datagrams: Vec<u64>,
+    /// `--balance`: `flow` or `datagram`.
+    pub balance: String,
     pub socket_drops_datagrams: u64,
     pub snmp_in_errors_delta: u64,
     pub snmp_rcvbuf_errors_delta: u64,
@@ -589,6 +591,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         wake_coalesce_us: u64::try_from(cfg.wake_coalesce.as_micros()).unwrap_or(u64::MAX),
         rx_batches: msum(&m, "sluice_rx_batches_total") as u64,
         shard_datagrams: per_shard(&m, "sluice_shard_received_datagrams_total"),
+        balance: cfg.balance.clone(),
         socket_drops_datagrams: drops,
         snmp_in_errors_delta: snmp_in1.saturating_sub(snmp_in0),
         snmp_rcvbuf_errors_delta: snmp_rb1.saturating_sub(snmp_rb0),

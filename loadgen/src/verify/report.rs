@@ -136,8 +136,13 @@ pub fn print_result(r: &RunResult) {
             .map(|&d| format!("{:.1} %", d as f64 / shard_total as f64 * 100.0))
             .collect();
         println!(
-            "  shards    : {} of the datagrams (SO_REUSEPORT hashes each source port to one shard)",
-            shares.join(" / ")
+            "  shards    : {} of the datagrams ({})",
+            shares.join(" / "),
+            if r.balance == "datagram" {
+                "balance datagram: each datagram to a shard at random"
+            } else {
+                "balance flow: each source port lands on one shard"
+            }
         );
     }
     let (windows, bursts) = drop_bursts(&r.samples, 3);
