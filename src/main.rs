@@ -196,7 +196,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "listen: udp={:?} shards={} io_uring={:?} read_buffer_size={}; admin: {}",
+        "listen: udp={:?} shards={} io_uring={:?} read_buffer_size={} wake_coalesce={:?} balance={:?}; admin: {}",
         config
             .listen
             .udp
@@ -210,6 +210,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         },
         config.listen.io_uring,
         config.listen.read_buffer_size,
+        config.listen.wake_coalesce,
+        config.listen.balance,
         config.admin_listen
     );
     Ok(())
