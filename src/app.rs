@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use crate::config::Config;
+use crate::config::{Balance, Config};
 use crate::route::RouteTable;
 use crate::rx::RxConfig;
 use crate::shard::debug::ShardDebug;
@@ -113,8 +113,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 max_datagram_size: config.listen.max_datagram_size,
                 buffers: config.listen.recv_buffers,
                 wake_coalesce: config.listen.wake_coalesce,
-                balance: config.listen.balance,
-                group_size: shard_count,
+                spread: match config.listen.balance {
+                    Balance::Flow => None,
+                    Balance::Datagram => Some(shard_count),
+                },
                 mode: config.listen.io_uring,
             },
             table: table.clone(),

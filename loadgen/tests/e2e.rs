@@ -205,6 +205,16 @@ fn sink_gzip_and_stats() {
 
 /// Run `sluice-loadgen verify ARGS --no-progress --json FILE`, require
 /// success, and return its output and the JSON it wrote.
+/// A run's `shard_datagrams`: what each of sluice's shards received.
+fn shard_datagrams(run: &serde_json::Value) -> Vec<u64> {
+    run["shard_datagrams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect()
+}
+
 fn verify_json(name: &str, args: &[&str]) -> (String, serde_json::Value) {
     let dir = std::env::temp_dir().join(format!("loadgen-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -508,12 +518,7 @@ fn verify_default_sink_settings_and_rss_over_time() {
     );
     assert!(stdout.contains("wake-ups: "), "{stdout}");
     // Per shard, summing to what sluice received.
-    let shards: Vec<u64> = r["shard_datagrams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap())
-        .collect();
+    let shards = shard_datagrams(r);
     assert!(!shards.is_empty(), "{r}");
     assert_eq!(
         shards.iter().sum::<u64>() as f64,
@@ -689,12 +694,7 @@ fn verify_balance_datagram_spreads_both_suts() {
     );
     let r = &v["run"];
     assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{stdout}");
-    let shards: Vec<u64> = r["shard_datagrams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_u64().unwrap())
-        .collect();
+    let shards = shard_datagrams(r);
     let total: u64 = shards.iter().sum();
     assert!(total > 1000, "{shards:?}");
     if shards.len() > 1 {

@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::config::{Balance, IoUringMode};
+use crate::config::IoUringMode;
 
 mod buffers;
 mod coalesce;
@@ -63,10 +63,10 @@ pub struct RxConfig {
     /// After a wake-up that found datagrams, let the next ones gather this
     /// long before waking again (`listen.wake_coalesce`); zero = never wait.
     pub wake_coalesce: Duration,
-    /// `listen.balance`, and how many sockets share each address (the shard
-    /// count): `Datagram` spreads each datagram over that many at random.
-    pub balance: Balance,
-    pub group_size: usize,
+    /// `listen.balance = "datagram"`: spread each datagram at random over
+    /// this many sockets of each address (one per shard); `None` leaves the
+    /// kernel's flow hash.
+    pub spread: Option<usize>,
 }
 
 /// Counters of one receiver. Only its own shard writes them (plain fields);
@@ -148,11 +148,7 @@ impl Receiver {
                 "max_datagram_size out of range",
             )));
         }
-        let spread = match cfg.balance {
-            Balance::Flow => None,
-            Balance::Datagram => Some(cfg.group_size),
-        };
-        let sockets = socket::open_all(&cfg.addrs, cfg.rcvbuf, spread)?;
+        let sockets = socket::open_all(&cfg.addrs, cfg.rcvbuf, cfg.spread)?;
         let fds = sockets.raw_fds();
         let mut io_uring_error = None;
         let path = match cfg.mode {

@@ -58,8 +58,7 @@ fn config(addrs: Vec<SocketAddr>, mode: IoUringMode) -> RxConfig {
         // Tests that time a poll want it to return at the first datagram;
         // coalescing has its own tests.
         wake_coalesce: Duration::ZERO,
-        balance: crate::config::Balance::Flow,
-        group_size: 1,
+        spread: None,
     }
 }
 
@@ -626,16 +625,15 @@ fn wake_coalesce_never_outlasts_the_poll_timeout() {
     }
 }
 
-/// `Balance::Datagram`: one source's datagrams spread over every socket of
-/// the group at random; with the flow hash they all land on one.
+/// `spread` (`listen.balance = "datagram"`): one source's datagrams spread
+/// over every socket of the group at random; with the flow hash they all
+/// land on one.
 #[test]
 fn balance_datagram_spreads_one_source_over_the_group() {
-    use crate::config::Balance;
     const SENT: usize = 400;
-    for balance in [Balance::Datagram, Balance::Flow] {
+    for spread in [Some(2), None] {
         let first_cfg = RxConfig {
-            balance,
-            group_size: 2,
+            spread,
             ..config(vec![v4()], IoUringMode::Off)
         };
         let mut first = open(&first_cfg, RxPath::Recvmmsg);
@@ -658,11 +656,11 @@ fn balance_datagram_spreads_one_source_over_the_group() {
             a += first.poll(POLL, &mut |_: &[u8]| {}).unwrap();
             b += second.poll(POLL, &mut |_: &[u8]| {}).unwrap();
         }
-        assert_eq!(a + b, SENT, "{balance:?}");
-        match balance {
+        assert_eq!(a + b, SENT, "{spread:?}");
+        match spread {
             // Binomial(400, 1/2): below 120 on either side is ~1e-16.
-            Balance::Datagram => assert!(a >= 120 && b >= 120, "{balance:?}: {a} / {b}"),
-            Balance::Flow => assert!(a == 0 || b == 0, "{balance:?}: {a} / {b}"),
+            Some(_) => assert!(a >= 120 && b >= 120, "{spread:?}: {a} / {b}"),
+            None => assert!(a == 0 || b == 0, "{spread:?}: {a} / {b}"),
         }
     }
 }

@@ -66,10 +66,10 @@ const ENOBUFS: usize = 4;
 const KERNEL_DROPS: usize = 5;
 const REARMS: usize = 6;
 const DEAD_LETTERED: usize = 7;
+const BATCHES: usize = 8;
 // Gauges: a scrape takes the largest over shards, not the sum.
-const BACKLOG: usize = 8;
-const BACKLOG_MAX: usize = 9;
-const BATCHES: usize = 10;
+const BACKLOG: usize = 9;
+const BACKLOG_MAX: usize = 10;
 const FIXED: usize = 11;
 
 impl Layout {
