@@ -34,16 +34,17 @@ const USER_DATA_CANCEL: u64 = u64::MAX;
 const USER_DATA_PROBE: u64 = u64::MAX - 1;
 /// `struct io_uring_recvmsg_out`: namelen, controllen, payloadlen, flags.
 const RECVMSG_OUT_LEN: usize = 16;
-/// Source address space in each buffer (enough for IPv6).
-const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_storage>();
-/// Bytes in front of the payload in every provided buffer.
-pub(super) const HEADER_LEN: usize = RECVMSG_OUT_LEN + NAME_LEN;
+/// Bytes in front of the payload in every provided buffer: the header alone.
+/// The source address is never used, so `msg_namelen` is 0 and the kernel
+/// neither fills nor copies it (the recvmmsg path passes no name either).
+pub(super) const HEADER_LEN: usize = RECVMSG_OUT_LEN;
 /// How long `Drop` waits for cancelled receives to finish before leaking.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// The msghdr given to `RecvMsgMulti`: only `msg_namelen` matters (no
-/// control messages are enabled, so `msg_controllen` is 0); every pointer
-/// is null.
+/// The msghdr given to `RecvMsgMulti`: all zero. The kernel reads only
+/// `msg_namelen` and `msg_controllen` from it (the space it reserves in
+/// front of each payload), and neither a name nor control messages are
+/// wanted; every pointer is null.
 struct MsgTemplate(libc::msghdr);
 
 // SAFETY: every pointer in the template is null; it is plain data.
@@ -133,8 +134,7 @@ impl UringRx {
             )?;
         }
         // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
-        let mut template: libc::msghdr = unsafe { std::mem::zeroed() };
-        template.msg_namelen = NAME_LEN as libc::socklen_t;
+        let template: libc::msghdr = unsafe { std::mem::zeroed() };
         let sockets = fds.len();
         let coalesce = cfg.wake_coalesce;
         let in_kernel = ring.params().is_feature_min_timeout() && !coalesce.is_zero();
