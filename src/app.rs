@@ -77,7 +77,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         writers.push(writer);
     }
 
-    let cores = shard::cpu::allowed_cores();
+    let cores = crate::sched::allowed_cores();
     let shard_count = match config.listen.shards {
         0 => cores.len().max(1),
         n => n,
@@ -107,6 +107,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             } else {
                 Some(cores[index % cores.len()])
             },
+            nice: config.listen.nice,
             rx: RxConfig {
                 addrs: addrs.clone(),
                 rcvbuf: config.listen.read_buffer_size,
@@ -148,6 +149,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if index == 0 {
             if let Some(why) = &opened.io_uring_error {
                 tracing::warn!(error = %why, "io_uring is unavailable; receiving with recvmmsg");
+            }
+            if let Some(why) = &opened.nice_error {
+                tracing::warn!(
+                    nice = config.listen.nice,
+                    error = %why,
+                    "the shards run at niceness 0: raising their priority needs root, CAP_SYS_NICE or RLIMIT_NICE (systemd LimitNICE=); set listen.nice = 0 to silence this"
+                );
             }
             addrs = opened.local_addrs.clone();
             rx_buffer_bytes = opened.effective_rcvbuf as u64;

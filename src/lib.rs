@@ -16,6 +16,7 @@ pub mod parse;
 pub mod route;
 pub mod rx;
 pub mod sanity;
+pub mod sched;
 pub mod shard;
 pub mod sink;
 pub mod telemetry;

@@ -32,6 +32,8 @@ pub struct BaselineConfig {
     /// sluice's `listen.balance = "datagram"`: each datagram to a receiver
     /// at random instead of the kernel's flow hash.
     pub spread_datagrams: bool,
+    /// sluice's `listen.nice`: the receiver threads' niceness (0: unchanged).
+    pub nice: i32,
     /// Hard upper bound on run time; SIGTERM ends it earlier.
     pub max_runtime: Duration,
 }
@@ -175,6 +177,14 @@ fn receiver(
     stop: Arc<AtomicBool>,
     cfg: BaselineConfig,
 ) {
+    if cfg.nice != 0 {
+        if let Err(e) = util::set_thread_nice(cfg.nice) {
+            eprintln!(
+                "baseline: receiver niceness {}: {e}; running at the default",
+                cfg.nice
+            );
+        }
+    }
     let mut bufs = vec![0u8; RECV_BATCH * DGRAM_MAX];
     let mut iov: Vec<libc::iovec> = Vec::with_capacity(RECV_BATCH);
     // SAFETY: mmsghdr is a plain C struct; all-zero is a valid (empty) value.

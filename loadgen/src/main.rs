@@ -151,6 +151,11 @@ struct BaselineArgs {
     /// sluice's `listen.balance`.
     #[arg(long, default_value = "flow", value_parser = ["flow", "datagram"])]
     balance: String,
+    /// Niceness of the receiver threads: sluice's `listen.nice`, whose
+    /// default this is (raising priority needs root or CAP_SYS_NICE).
+    #[arg(long, default_value_t = -5, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    nice: i32,
     /// Upper bound on run time.
     #[arg(long, default_value = "3600s")]
     max_runtime: String,
@@ -254,6 +259,12 @@ struct VerifyArgs {
     /// gets the same. Default 0: everything at one priority.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
     sender_nice: i32,
+    /// Niceness of the SUT's receive threads, either one: sluice's
+    /// `listen.nice`, the baseline relay's `--nice`. -5, sluice's default:
+    /// the receivers outweigh the sender and the sinks 3:1 for a CPU.
+    #[arg(long, default_value_t = -5, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    shard_nice: i32,
     /// Fail the run when the SUT's peak RSS is above this, e.g. `256MiB`
     /// (the memory target).
     #[arg(long)]
@@ -373,6 +384,7 @@ fn cmd_baseline(a: BaselineArgs) -> Result<()> {
         rcvbuf: parse_size_f(&a.rcvbuf)? as usize,
         wake_coalesce: parse_duration(&a.wake_coalesce)?,
         spread_datagrams: a.balance == "datagram",
+        nice: a.nice,
         max_runtime: parse_duration(&a.max_runtime)?,
     })
 }
@@ -700,6 +712,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
             None => None,
         },
         sender_nice: a.sender_nice,
+        shard_nice: a.shard_nice,
         quiet: false,
     };
     let sluice = verify::Sut::Sluice(a.sluice.unwrap_or_else(verify::default_sluice_path));

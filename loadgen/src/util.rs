@@ -233,6 +233,33 @@ fn parse_task_stat(stat: &str) -> Option<(String, f64, f64)> {
     Some((name, ticks_to_secs(utime), ticks_to_secs(stime)))
 }
 
+/// Niceness of the live threads of `pid`, by thread group
+/// ([`thread_group`]): the lowest of the group's threads.
+pub fn thread_group_nice(pid: u32) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // the thread exited meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // Fields after the parenthesised name; nice is field 19 overall.
+        let nice = stat
+            .get(close + 2..)
+            .and_then(|f| f.split_whitespace().nth(16))
+            .and_then(|n| n.parse::<i64>().ok());
+        if let (Some(name), Some(nice)) = (stat.get(open + 1..close), nice) {
+            let lowest = out.entry(thread_group(name)).or_insert(nice);
+            *lowest = (*lowest).min(nice);
+        }
+    }
+    out
+}
+
 /// The group a thread's CPU is reported under: its name without a trailing
 /// `-<number>` (`shard-0`, `shard-1` → `shard`; `bl-recv-3` → `bl-recv`), and
 /// every `sink-<name>` as `sink`.
@@ -380,24 +407,31 @@ mod tests {
 
     #[test]
     fn thread_niceness_is_set_for_that_thread_only() {
-        let own = |tid: i32| -> i64 {
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let pid = std::process::id();
+        let own_nice = || -> i64 {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
             // Fields after the parenthesised name; nice is field 19 overall.
             let rest = stat.rsplit_once(')').unwrap().1;
             rest.split_whitespace().nth(16).unwrap().parse().unwrap()
         };
-        // SAFETY: gettid has no preconditions.
-        let main = unsafe { libc::gettid() };
-        let before = own(main);
-        let niced = std::thread::spawn(move || {
+        let before = own_nice();
+        let (set, done) = (
+            std::sync::Arc::new(std::sync::Barrier::new(2)),
+            std::sync::Arc::new(std::sync::Barrier::new(2)),
+        );
+        let (set2, done2) = (set.clone(), done.clone());
+        let niced = spawn_named("niced-test-7", move || {
             set_thread_nice(before as i32 + 3).unwrap();
-            // SAFETY: as above.
-            own(unsafe { libc::gettid() })
+            set2.wait();
+            done2.wait();
         })
-        .join()
         .unwrap();
-        assert_eq!(niced, before + 3);
-        assert_eq!(own(main), before, "the calling thread only");
+        set.wait();
+        let nices = thread_group_nice(pid);
+        done.wait();
+        niced.join().unwrap();
+        assert_eq!(nices.get("niced-test"), Some(&(before + 3)), "{nices:?}");
+        assert_eq!(own_nice(), before, "the calling thread only");
     }
 
     #[test]

@@ -200,6 +200,7 @@ struct RawListen {
     recv_buffers: Option<usize>,
     wake_coalesce: Option<DurationValue>,
     balance: Option<String>,
+    nice: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -542,6 +543,10 @@ impl Validator<'_> {
                 ))
             }
         };
+        let nice = match raw.nice.unwrap_or(SHARD_NICE_DEFAULT.into()) {
+            n @ -20..=19 => n as i32,
+            n => return Err(self.err("listen.nice", format!("{n} is out of range -20..=19"))),
+        };
         let shards = raw.shards.unwrap_or(0);
         if shards > 1024 {
             return Err(self.err("listen.shards", format!("{shards} is more than 1024")));
@@ -571,6 +576,7 @@ impl Validator<'_> {
             )? as usize,
             balance,
             wake_coalesce,
+            nice,
         })
     }
 
@@ -847,6 +853,26 @@ mod tests {
             e.contains("listen.balance") && e.contains("datagram"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn listen_nice_defaults_to_minus_5_and_is_checked() {
+        let nice =
+            |v: &str| Config::parse(&format!("[listen]\nnice = {v}\n"), "t").map(|c| c.listen.nice);
+        assert_eq!(Config::parse("", "t").unwrap().listen.nice, -5);
+        assert_eq!(
+            Config::default_config().listen.nice,
+            i32::from(SHARD_NICE_DEFAULT)
+        );
+        assert_eq!(nice("0").unwrap(), 0);
+        assert_eq!(nice("-20").unwrap(), -20);
+        assert_eq!(nice("19").unwrap(), 19);
+        for bad in ["20", "-21"] {
+            let e = nice(bad).unwrap_err().to_string();
+            assert!(e.contains("listen.nice") && e.contains("-20..=19"), "{e}");
+        }
+        let e = nice("\"high\"").unwrap_err().to_string();
+        assert!(e.contains("nice"), "{e}");
     }
 
     #[test]

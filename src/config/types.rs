@@ -94,7 +94,16 @@ pub struct ListenConfig {
     /// gather this long before it wakes again (as a NIC's interrupt
     /// coalescing does); 0 wakes for every arrival.
     pub wake_coalesce: Duration,
+    /// Scheduling niceness of the shard threads (-20..=19). Below the
+    /// host's ordinary processes (0) by default, so a busy neighbour cannot
+    /// starve a shard while its socket buffer fills; needs CAP_SYS_NICE or
+    /// RLIMIT_NICE, else the shards stay at 0 (logged once).
+    pub nice: i32,
 }
+
+/// `listen.nice` when unset. Weighs a shard about 3:1 against a process at
+/// niceness 0, and 9:1 against the connection threads (`[[sink]] nice`, 5).
+pub const SHARD_NICE_DEFAULT: i8 = -5;
 
 /// `listen.wake_coalesce` when unset: at 100 MB/s of 1400-byte datagrams
 /// it took 6-9 % off sluice's CPU per GiB against 200 µs (BENCHMARKS.md,

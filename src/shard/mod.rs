@@ -2,7 +2,6 @@
 //! scan lines, check them, route them, append them to the route's open chunk,
 //! and offer sealed chunks to the subscribed sinks' queues. A shard shares
 //! nothing with other shards but those queues, and never blocks on a sink.
-pub mod cpu;
 pub mod debug;
 
 use std::net::SocketAddr;
@@ -34,6 +33,8 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 pub struct ShardSpec {
     pub index: usize,
     pub core: Option<core_affinity::CoreId>,
+    /// Niceness to run at (`listen.nice`); 0 leaves the thread as it is.
+    pub nice: i32,
     pub rx: RxConfig,
     pub table: Arc<RouteTable>,
     /// Route id -> indices into `sinks` of the sinks subscribed to it.
@@ -59,6 +60,8 @@ pub struct Opened {
     pub effective_rcvbuf: usize,
     /// Why io_uring was not used, when `auto` fell back to recvmmsg.
     pub io_uring_error: Option<String>,
+    /// Why the shard could not take its niceness (it runs at the default).
+    pub nice_error: Option<String>,
 }
 
 /// Yields a shard's open result once.
@@ -75,7 +78,7 @@ pub fn spawn(spec: ShardSpec) -> std::io::Result<(JoinHandle<()>, OpenedReceiver
 
 fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) {
     if let Some(core) = spec.core {
-        if !cpu::pin_current(core) {
+        if !crate::sched::pin_current(core) {
             tracing::warn!(
                 shard = spec.index,
                 core = core.id,
@@ -83,6 +86,14 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             );
         }
     }
+    // Before the socket opens, so no datagram waits on a shard at the wrong
+    // priority. A refusal (no CAP_SYS_NICE) is reported, not fatal.
+    let nice_error = match spec.nice {
+        0 => None,
+        n => crate::sched::set_current_nice(n)
+            .err()
+            .map(|e| e.to_string()),
+    };
     let mut receiver = match Receiver::open(&spec.rx) {
         Ok(r) => r,
         Err(e) => {
@@ -103,6 +114,7 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         path,
         effective_rcvbuf: receiver.effective_rcvbuf(),
         io_uring_error: receiver.io_uring_error().map(|e| e.to_string()),
+        nice_error,
     }));
 
     let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();

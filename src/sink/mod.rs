@@ -471,20 +471,14 @@ pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
     Ok((sink, handle))
 }
 
-/// Give the calling thread niceness `nice`.
+/// Give the calling connection thread niceness `nice`.
 /// A failure (a negative value without CAP_SYS_NICE) is logged, not fatal.
 fn set_thread_nice(sink: &str, nice: i32) {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory
-    // of ours; on Linux, PRIO_PROCESS with a thread id sets that thread only.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
-    };
-    if rc != 0 {
+    if let Err(error) = crate::sched::set_current_nice(nice) {
         tracing::warn!(
             sink,
             nice,
-            error = %std::io::Error::last_os_error(),
+            %error,
             "could not set the connection thread's niceness; it runs at the default"
         );
     }

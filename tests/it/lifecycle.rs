@@ -217,6 +217,56 @@ fn shards_are_pinned_unless_pin_is_false() {
     }
 }
 
+/// Niceness of each thread of `pid` whose name starts with `prefix`.
+fn thread_nices(pid: u32, prefix: &str) -> Vec<i64> {
+    let mut nices = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if comm.starts_with(prefix) {
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            // Fields after the parenthesised name; nice is field 19 overall.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            nices.push(after.split(' ').nth(16).unwrap().parse().unwrap());
+        }
+    }
+    nices
+}
+
+#[test]
+fn shards_run_at_listen_nice_and_above_the_writers() {
+    let sink = HttpSink::start(Behaviour::Ok);
+    let with_sink = |head: String| head + &sink_config("a", &sink.url(), &["*"]);
+
+    // Lowering priority needs no privilege: the value is taken as given.
+    let config = with_sink(base_config("auto").replace("shards = 2", "shards = 2\nnice = 3"));
+    let low = Sluice::start(&config);
+    assert_eq!(thread_nices(low.pid(), "shard-"), vec![3, 3]);
+
+    // The default raises the shards above everything else (-5) where the
+    // process may, and says once that it could not where it may not.
+    let default = Sluice::start(&with_sink(base_config("auto")));
+    let shards = thread_nices(default.pid(), "shard-");
+    let refused = "the shards run at niceness 0";
+    if shards == vec![-5, -5] {
+        assert!(!default.stderr().contains(refused), "{}", default.stderr());
+    } else {
+        assert_eq!(shards, vec![0, 0]);
+        assert_eq!(
+            default.stderr().matches(refused).count(),
+            1,
+            "{}",
+            default.stderr()
+        );
+    }
+    // The connection threads keep their own niceness (5), below the shards.
+    let writers = thread_nices(default.pid(), "sink-a");
+    assert!(
+        !writers.is_empty() && writers.iter().all(|&n| n == 5),
+        "{writers:?}"
+    );
+}
+
 #[test]
 fn bad_config_refuses_to_start_and_names_the_key() {
     let dir = std::env::temp_dir().join(format!("sluice-badcfg-{}", std::process::id()));

@@ -83,6 +83,9 @@ pub struct VerifyConfig {
     pub cpus: Option<CpuSplit>,
     /// Niceness of the sender threads (0 = everything at one priority).
     pub sender_nice: i32,
+    /// Niceness of the SUT's receive threads: sluice's `listen.nice`, the
+    /// baseline's `--nice`.
+    pub shard_nice: i32,
     pub quiet: bool,
 }
 
@@ -113,6 +116,7 @@ impl Default for VerifyConfig {
             max_rss: None,
             cpus: None,
             sender_nice: 0,
+            shard_nice: -5,
             quiet: false,
         }
     }
@@ -229,6 +233,12 @@ pub struct RunResult {
     pub lines_per_s_per_sut_cpu: f64,
     /// `--sender-nice`: the sender threads' niceness.
     pub sender_nice: i32,
+    /// `--shard-nice`: the niceness asked for the SUT's receive threads.
+    pub shard_nice: i32,
+    /// The niceness they ran at (`shard-*` or `bl-recv-*`, read from
+    /// `/proc` at the end of the blast); differs from `shard_nice` where
+    /// raising priority was not permitted.
+    pub receiver_nice: Option<i64>,
     pub sut_exit: Option<i32>,
     pub drained: bool,
     pub pass: bool,
@@ -418,6 +428,10 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         .map_err(|_| anyhow!("blast thread panicked"))??;
     let m = scrape(child.admin);
     let cpu = util::proc_cpu_secs(pid).unwrap_or(0.0) - cpu0;
+    let receiver_nice = util::thread_group_nice(pid)
+        .into_iter()
+        .find(|(group, _)| group == "shard" || group == "bl-recv")
+        .map(|(_, nice)| nice);
     let cpu_by_thread = util::thread_cpu_delta(&threads0, &util::thread_cpu_secs(pid))
         .into_iter()
         .map(|(group, (user_s, system_s))| (group, ThreadCpu { user_s, system_s }))
@@ -618,6 +632,8 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
             .as_ref()
             .map_or(0.0, |s| received_lines / secs / s.sut.len() as f64),
         sender_nice: cfg.sender_nice,
+        shard_nice: cfg.shard_nice,
+        receiver_nice,
         sut_exit: exit,
         drained,
         pass,

@@ -207,6 +207,14 @@ pub fn print_result(r: &RunResult) {
             .collect();
         println!("  SUT cpu by thread: {}", groups.join("; "));
     }
+    match r.receiver_nice {
+        Some(n) if n != i64::from(r.shard_nice) => println!(
+            "  receive threads at niceness {n}, not the {} asked: raising priority needs root or CAP_SYS_NICE",
+            r.shard_nice
+        ),
+        Some(n) if n != 0 => println!("  receive threads at niceness {n}"),
+        _ => {}
+    }
     if r.sender_nice != 0 {
         println!(
             "  sender at niceness {}: it takes the CPU the SUT and the sinks leave",

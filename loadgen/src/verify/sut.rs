@@ -42,8 +42,9 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
     let rcvbuf_kib = cfg.rcvbuf.div_ceil(1024);
     let coalesce_us = cfg.wake_coalesce.as_micros();
     let balance = &cfg.balance;
+    let nice = cfg.shard_nice;
     let mut s = format!(
-        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\nwake_coalesce = \"{coalesce_us}us\"\nbalance = \"{balance}\"\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\nwake_coalesce = \"{coalesce_us}us\"\nbalance = \"{balance}\"\nnice = {nice}\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
@@ -150,6 +151,7 @@ pub(super) fn spawn_sut(
                 &format!("{}us", cfg.wake_coalesce.as_micros()),
             ]);
             c.args(["--balance", &cfg.balance]);
+            c.arg(format!("--nice={}", cfg.shard_nice));
             // Bounded even if nobody signals it.
             let max = cfg.duration.as_secs() + cfg.drain_timeout.as_secs() + 120;
             c.args(["--max-runtime", &format!("{max}s")]);
