@@ -51,8 +51,8 @@ pub struct SinkConfig {
     /// First retry delay; doubles per attempt with jitter, capped at `retry_backoff_max`.
     pub retry_backoff_initial: Duration,
     pub retry_backoff_max: Duration,
-    /// Scheduling niceness of the connection threads (-20..=19, default 5): above
-    /// the shards' 0, so on a busy host a writer, which has its queue to
+    /// Scheduling niceness of the connection threads (-20..=19, default 5):
+    /// above the shards' (`listen.nice`, -5), so on a busy host a writer, which has its queue to
     /// absorb a delay, yields the CPU to the shards, whose only buffer is the
     /// socket's. Negative values need CAP_SYS_NICE.
     pub nice: i32,
