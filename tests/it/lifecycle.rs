@@ -252,6 +252,10 @@ fn shards_run_at_listen_nice_and_above_the_writers() {
         assert!(!default.stderr().contains(refused), "{}", default.stderr());
     } else {
         assert_eq!(shards, vec![0, 0]);
+        // stderr is collected by a reader thread: let it catch up.
+        wait_until(Duration::from_secs(5), || {
+            default.stderr().contains(refused)
+        });
         assert_eq!(
             default.stderr().matches(refused).count(),
             1,
