@@ -152,9 +152,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             }
             if let Some(why) = &opened.nice_error {
                 tracing::warn!(
-                    nice = config.listen.nice,
+                    listen_nice = config.listen.nice,
                     error = %why,
-                    "the shards run at niceness 0: raising their priority needs root, CAP_SYS_NICE or RLIMIT_NICE (systemd LimitNICE=); set listen.nice = 0 to silence this"
+                    "the shards run at niceness {}, the process's: raising their priority needs root, CAP_SYS_NICE or RLIMIT_NICE (systemd LimitNICE=); set listen.nice = 0 to silence this",
+                    opened.nice
                 );
             }
             addrs = opened.local_addrs.clone();

@@ -60,8 +60,10 @@ pub struct Opened {
     pub effective_rcvbuf: usize,
     /// Why io_uring was not used, when `auto` fell back to recvmmsg.
     pub io_uring_error: Option<String>,
-    /// Why the shard could not take its niceness (it runs at the default).
+    /// Why the shard could not take its niceness (`listen.nice`).
     pub nice_error: Option<String>,
+    /// The niceness it runs at: `listen.nice`, or what the process had.
+    pub nice: i32,
 }
 
 /// Yields a shard's open result once.
@@ -115,6 +117,7 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         effective_rcvbuf: receiver.effective_rcvbuf(),
         io_uring_error: receiver.io_uring_error().map(|e| e.to_string()),
         nice_error,
+        nice: crate::sched::current_nice().unwrap_or(spec.nice),
     }));
 
     let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();
