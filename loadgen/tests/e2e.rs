@@ -215,6 +215,23 @@ fn shard_datagrams(run: &serde_json::Value) -> Vec<u64> {
         .collect()
 }
 
+/// The SUT's receive threads ran at the niceness `verify` asked (-5 by
+/// default) where raising priority is permitted (root), else at the
+/// niceness they inherited (this process's); either way the run reports
+/// which.
+fn assert_receivers_at_shard_nice(run: &serde_json::Value) {
+    assert_eq!(run["shard_nice"].as_i64(), Some(-5), "{run}");
+    // SAFETY: geteuid and getpriority take plain integers and touch no memory.
+    let (root, inherited) = unsafe {
+        (
+            libc::geteuid() == 0,
+            libc::getpriority(libc::PRIO_PROCESS, 0),
+        )
+    };
+    let expected = if root { -5 } else { i64::from(inherited) };
+    assert_eq!(run["receiver_nice"].as_i64(), Some(expected), "{run}");
+}
+
 fn verify_json(name: &str, args: &[&str]) -> (String, serde_json::Value) {
     let dir = std::env::temp_dir().join(format!("loadgen-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -286,6 +303,7 @@ fn verify_baseline_amplifies_4x_without_loss() {
         t["user_s"].as_f64().unwrap() + t["system_s"].as_f64().unwrap()
     };
     assert!(cpu("bl-recv") > 0.0, "{by_thread:?}");
+    assert_receivers_at_shard_nice(r);
     assert!(cpu("bl-writer") >= 0.0, "{by_thread:?}");
     let sum: f64 = by_thread.keys().map(|g| cpu(g)).sum();
     assert!(
@@ -511,6 +529,7 @@ fn verify_default_sink_settings_and_rss_over_time() {
     // sluice ran with the default wake-up coalescing, and says how big a
     // batch a wake-up took.
     assert_eq!(r["wake_coalesce_us"].as_u64(), Some(2000), "{r}");
+    assert_receivers_at_shard_nice(r);
     let batches = r["rx_batches"].as_u64().unwrap();
     assert!(
         batches > 0 && (batches as f64) <= r["received_datagrams"].as_f64().unwrap(),
