@@ -111,13 +111,17 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         },
         Ordering::Relaxed,
     );
+    let nice = crate::sched::current_nice().unwrap_or(spec.nice);
+    spec.counters
+        .nice
+        .store(nice.clamp(-20, 19) as i8, Ordering::Relaxed);
     let _ = opened.send(Ok(Opened {
         local_addrs: receiver.local_addrs(),
         path,
         effective_rcvbuf: receiver.effective_rcvbuf(),
         io_uring_error: receiver.io_uring_error().map(|e| e.to_string()),
         nice_error,
-        nice: crate::sched::current_nice().unwrap_or(spec.nice),
+        nice,
     }));
 
     let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();

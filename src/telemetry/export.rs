@@ -287,6 +287,21 @@ impl Collector for Telemetry {
             "Receive backlog per shard at its last wake-up (summed over its sockets).",
             &backlog,
         )?;
+        let nice: Vec<(Vec<(&str, &str)>, i64)> = self
+            .shards
+            .iter()
+            .zip(&labels)
+            .map(|(shard, label)| {
+                let n = shard.nice.load(Ordering::Relaxed);
+                (vec![("shard", label.as_str())], i64::from(n))
+            })
+            .collect();
+        gauge_family(
+            e,
+            "sluice_shard_nice",
+            "Scheduling niceness each shard runs at: listen.nice, or the process's where raising priority was refused.",
+            &nice,
+        )?;
         let (mut uring, mut mmsg) = (0i64, 0i64);
         for s in &self.shards {
             match s.path.load(Ordering::Relaxed) {

@@ -5,7 +5,7 @@
 //! that shard only, so never contended). A scrape sums the shards.
 mod export;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI8, AtomicU64, AtomicU8, Ordering};
 
 pub use export::Telemetry;
 
@@ -168,6 +168,8 @@ pub struct ShardCounters {
     pub receiving: AtomicBool,
     /// 0 = not started, 1 = io_uring, 2 = recvmmsg.
     pub path: AtomicU8,
+    /// The niceness the shard runs at (set once, at start).
+    pub nice: AtomicI8,
 }
 
 impl ShardCounters {
@@ -176,6 +178,7 @@ impl ShardCounters {
             values: (0..layout.len()).map(|_| AtomicU64::new(0)).collect(),
             receiving: AtomicBool::new(false),
             path: AtomicU8::new(0),
+            nice: AtomicI8::new(0),
         }
     }
     fn get(&self, i: usize) -> u64 {

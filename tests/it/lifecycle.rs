@@ -242,12 +242,28 @@ fn shards_run_at_listen_nice_and_above_the_writers() {
     let config = with_sink(base_config("auto").replace("shards = 2", "shards = 2\nnice = 3"));
     let low = Sluice::start(&config);
     assert_eq!(thread_nices(low.pid(), "shard-"), vec![3, 3]);
+    let shard_nice = |s: &Sluice, shard: u32| {
+        s.metrics()
+            .values
+            .get(&format!("sluice_shard_nice{{shard=\"{shard}\"}}"))
+            .copied()
+    };
+    assert_eq!(
+        (shard_nice(&low, 0), shard_nice(&low, 1)),
+        (Some(3.0), Some(3.0))
+    );
 
     // The default raises the shards above everything else (-5) where the
     // process may, and says once that it could not where it may not.
     let default = Sluice::start(&with_sink(base_config("auto")));
     let shards = thread_nices(default.pid(), "shard-");
     let refused = "the shards run at niceness 0";
+    // /metrics says what the threads run at, either way.
+    let at = shards[0] as f64;
+    assert_eq!(
+        (shard_nice(&default, 0), shard_nice(&default, 1)),
+        (Some(at), Some(at))
+    );
     if shards == vec![-5, -5] {
         assert!(!default.stderr().contains(refused), "{}", default.stderr());
     } else {
