@@ -264,43 +264,39 @@ impl Collector for Telemetry {
         // Per shard: how evenly SO_REUSEPORT spread the senders' flows (one
         // source address and port always land on one shard).
         let labels: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();
-        let per_shard = |index: usize| -> Vec<(Vec<(&str, &str)>, u64)> {
-            self.shards
+        // One series per shard, labelled with its index.
+        fn per_shard<'l, T>(
+            shards: &[Arc<ShardCounters>],
+            labels: &'l [String],
+            value: impl Fn(&ShardCounters) -> T,
+        ) -> Vec<(Vec<(&'static str, &'l str)>, T)> {
+            shards
                 .iter()
-                .zip(&labels)
-                .map(|(shard, label)| (vec![("shard", label.as_str())], shard.get(index)))
+                .zip(labels)
+                .map(|(shard, label)| (vec![("shard", label.as_str())], value(shard)))
                 .collect()
-        };
+        }
         counter_family(
             e,
             "sluice_shard_received_datagrams",
             "Datagrams received, per shard: an uneven split means few or heavy flows (each source address and port lands on one shard).",
-            &per_shard(super::DATAGRAMS),
+            &per_shard(&self.shards, &labels, |s| s.get(super::DATAGRAMS)),
         )?;
-        let backlog: Vec<(Vec<(&str, &str)>, i64)> = per_shard(super::BACKLOG)
-            .into_iter()
-            .map(|(l, v)| (l, i64::try_from(v).unwrap_or(i64::MAX)))
-            .collect();
         gauge_family(
             e,
             "sluice_shard_rx_backlog_bytes",
             "Receive backlog per shard at its last wake-up (summed over its sockets).",
-            &backlog,
+            &per_shard(&self.shards, &labels, |s| {
+                i64::try_from(s.get(super::BACKLOG)).unwrap_or(i64::MAX)
+            }),
         )?;
-        let nice: Vec<(Vec<(&str, &str)>, i64)> = self
-            .shards
-            .iter()
-            .zip(&labels)
-            .map(|(shard, label)| {
-                let n = shard.nice.load(Ordering::Relaxed);
-                (vec![("shard", label.as_str())], i64::from(n))
-            })
-            .collect();
         gauge_family(
             e,
             "sluice_shard_nice",
             "Scheduling niceness each shard runs at: listen.nice, or the process's where raising priority was refused.",
-            &nice,
+            &per_shard(&self.shards, &labels, |s| {
+                i64::from(s.nice.load(Ordering::Relaxed))
+            }),
         )?;
         let (mut uring, mut mmsg) = (0i64, 0i64);
         for s in &self.shards {
