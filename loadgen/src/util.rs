@@ -189,29 +189,28 @@ fn stat_cpu_secs(path: &str) -> Option<f64> {
     Some(user + system)
 }
 
+/// The `stat` line of each live thread of `pid`, by thread id (a thread that
+/// exits meanwhile is skipped).
+fn task_stats(pid: u32) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let tid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            Some((tid, stat))
+        })
+        .collect()
+}
+
 /// CPU seconds (user, system) of each live thread of `pid`, by thread id,
 /// with the thread's name.
 pub fn thread_cpu_secs(pid: u32) -> std::collections::BTreeMap<u32, (String, f64, f64)> {
-    let mut out = std::collections::BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(tid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|t| t.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue; // the thread exited meanwhile
-        };
-        if let Some(parsed) = parse_task_stat(&stat) {
-            out.insert(tid, parsed);
-        }
-    }
-    out
+    task_stats(pid)
+        .into_iter()
+        .filter_map(|(tid, stat)| Some((tid, parse_task_stat(&stat)?)))
+        .collect()
 }
 
 /// User + system seconds the calling thread has used so far
@@ -220,42 +219,40 @@ pub fn current_thread_cpu_secs() -> Option<f64> {
     stat_cpu_secs("/proc/thread-self/stat")
 }
 
-/// `(name, user s, system s)` from a `/proc/PID/stat` or
-/// `/proc/PID/task/TID/stat` line (the name is parenthesised and may hold
-/// spaces and parentheses, so the fields are counted from the last `)`).
-fn parse_task_stat(stat: &str) -> Option<(String, f64, f64)> {
+/// A `/proc/PID/stat` or `/proc/PID/task/TID/stat` line split into the name
+/// and the fields after it (the name is parenthesised and may hold spaces
+/// and parentheses, so the fields are counted from the last `)`): field 3
+/// of the line, the state, is index 0.
+fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
-    let name = stat.get(open + 1..close)?.to_owned();
-    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let name = stat.get(open + 1..close)?;
+    Some((name, stat.get(close + 2..)?.split_whitespace().collect()))
+}
+
+/// `(name, user s, system s)` from a `stat` line.
+fn parse_task_stat(stat: &str) -> Option<(String, f64, f64)> {
+    let (name, f) = split_stat(stat)?;
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((name, ticks_to_secs(utime), ticks_to_secs(stime)))
+    Some((name.to_owned(), ticks_to_secs(utime), ticks_to_secs(stime)))
+}
+
+/// The niceness (field 19) from a `stat` line.
+fn stat_nice(stat: &str) -> Option<i64> {
+    split_stat(stat)?.1.get(16)?.parse().ok()
 }
 
 /// Niceness of the live threads of `pid`, by thread group
 /// ([`thread_group`]): the lowest of the group's threads.
 pub fn thread_group_nice(pid: u32) -> std::collections::BTreeMap<String, i64> {
     let mut out = std::collections::BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue; // the thread exited meanwhile
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+    for (_, stat) in task_stats(pid) {
+        let (Some((name, _)), Some(nice)) = (split_stat(&stat), stat_nice(&stat)) else {
             continue;
         };
-        // Fields after the parenthesised name; nice is field 19 overall.
-        let nice = stat
-            .get(close + 2..)
-            .and_then(|f| f.split_whitespace().nth(16))
-            .and_then(|n| n.parse::<i64>().ok());
-        if let (Some(name), Some(nice)) = (stat.get(open + 1..close), nice) {
-            let lowest = out.entry(thread_group(name)).or_insert(nice);
-            *lowest = (*lowest).min(nice);
-        }
+        let lowest = out.entry(thread_group(name)).or_insert(nice);
+        *lowest = (*lowest).min(nice);
     }
     out
 }
@@ -409,10 +406,7 @@ mod tests {
     fn thread_niceness_is_set_for_that_thread_only() {
         let pid = std::process::id();
         let own_nice = || -> i64 {
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-            // Fields after the parenthesised name; nice is field 19 overall.
-            let rest = stat.rsplit_once(')').unwrap().1;
-            rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+            stat_nice(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap()
         };
         let before = own_nice();
         let (set, done) = (
