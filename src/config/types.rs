@@ -52,9 +52,9 @@ pub struct SinkConfig {
     pub retry_backoff_initial: Duration,
     pub retry_backoff_max: Duration,
     /// Scheduling niceness of the connection threads (-20..=19, default 5):
-    /// above the shards' (`listen.nice`, -5), so on a busy host a writer, which has its queue to
-    /// absorb a delay, yields the CPU to the shards, whose only buffer is the
-    /// socket's. Negative values need CAP_SYS_NICE.
+    /// above the shards' (`listen.nice`, -5), so on a busy host a writer,
+    /// which has its queue to absorb a delay, yields the CPU to the shards,
+    /// whose only buffer is the socket's. Negative values need CAP_SYS_NICE.
     pub nice: i32,
 }
 
@@ -97,7 +97,8 @@ pub struct ListenConfig {
     /// Scheduling niceness of the shard threads (-20..=19). Below the
     /// host's ordinary processes (0) by default, so a busy neighbour cannot
     /// starve a shard while its socket buffer fills; needs CAP_SYS_NICE or
-    /// RLIMIT_NICE, else the shards stay at 0 (logged once).
+    /// RLIMIT_NICE, else the shards keep the process's niceness (logged
+    /// once). 0 leaves them as they are.
     pub nice: i32,
 }
 
