@@ -234,22 +234,29 @@ impl<'t> Checker<'t> {
 pub fn rewritten(line: &Line<'_>, rewrite: Rewrite, out: &mut Vec<u8>) -> bool {
     // The common case (nothing to rewrite) is decided inline in the shard's
     // line loop; the rewrite itself is out of line.
-    rewrite != Rewrite::None && write_rewritten(line, rewrite, out)
+    // Only the two words the rewrite needs cross the call: passing `&Line`
+    // made the shard materialize the whole `Line` in memory for every line.
+    rewrite != Rewrite::None && write_rewritten(line.raw, line.timestamp_offset, rewrite, out)
 }
 
 #[inline(never)]
-fn write_rewritten(line: &Line<'_>, rewrite: Rewrite, out: &mut Vec<u8>) -> bool {
+fn write_rewritten(
+    raw: &[u8],
+    timestamp_offset: usize,
+    rewrite: Rewrite,
+    out: &mut Vec<u8>,
+) -> bool {
     match rewrite {
         Rewrite::None => false,
         Rewrite::Timestamp(ns) => {
             out.clear();
-            out.extend_from_slice(&line.raw[..line.timestamp_offset]);
+            out.extend_from_slice(&raw[..timestamp_offset]);
             out.extend_from_slice(itoa::Buffer::new().format(ns).as_bytes());
             true
         }
         Rewrite::Stamp(ns) => {
             out.clear();
-            let mut raw = line.raw;
+            let mut raw = raw;
             while let Some((b' ', head)) = raw.split_last() {
                 raw = head;
             }
