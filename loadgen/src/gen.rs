@@ -156,6 +156,20 @@ const MEASUREMENTS: &[(&str, &[&str])] = &[
 
 const REGIONS: &[&str] = &["eu-west-1", "us-east-1", "ap-south-1", "us-west-2"];
 
+/// The name of the generator's measurement number `m` (of `--measurements`):
+/// `cpu`, `mem`, `disk`, `net`, `diskio`, `system`, then the same with a
+/// number (`cpu1`, …). `verify --rules` writes its rules from these.
+pub fn measurement_name(m: usize) -> String {
+    let base = MEASUREMENTS[m % MEASUREMENTS.len()].0;
+    match m / MEASUREMENTS.len() {
+        0 => base.to_string(),
+        k => format!("{base}{k}"),
+    }
+}
+
+/// A region the generator puts in the `region` tag (one series in four).
+pub const REGION_US_EAST: &str = "us-east-1";
+
 /// Synthetic telegraf-like line generator.
 pub struct Synth {
     pub measurements: usize,
@@ -195,11 +209,8 @@ impl Synth {
         use std::io::Write;
         let m = k % self.measurements;
         let s = (k / self.measurements) % self.series;
-        let (mname, fnames) = MEASUREMENTS[m % MEASUREMENTS.len()];
-        let _ = write!(out, "{mname}");
-        if m >= MEASUREMENTS.len() {
-            let _ = write!(out, "{}", m / MEASUREMENTS.len());
-        }
+        let fnames = MEASUREMENTS[m % MEASUREMENTS.len()].1;
+        out.extend_from_slice(measurement_name(m).as_bytes());
         let _ = write!(
             out,
             ",host=host{:04},region={},cpu=cpu{} ",

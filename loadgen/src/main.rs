@@ -27,7 +27,7 @@ enum Cmd {
     /// Bare UDP -> HTTP fan-out relay: the floor sluice is measured against.
     Baseline(BaselineArgs),
     /// End-to-end check of the mission on this host.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -245,6 +245,14 @@ struct VerifyArgs {
     /// baseline relay's `--balance`.
     #[arg(long, default_value = "flow", value_parser = ["flow", "datagram"])]
     balance: String,
+    /// sluice's rule table: `none` (every line to the junkyard), `basic`
+    /// (one exact-name rule and route per generated measurement: every line
+    /// routed by name) or `mixed` (a tags and a regex rule ahead of those:
+    /// every line looked up by all three kinds). Every sink subscribes to
+    /// every route, so the output is 4× the input either way. The baseline
+    /// relay routes nothing.
+    #[arg(long, default_value = "none", value_parser = ["none", "basic", "mixed"])]
+    rules: String,
     /// Run the SUT (sluice or the baseline) on these CPUs only, e.g. `1` or
     /// `0-3`, and the sender and the sinks on the others: the SUT's capacity
     /// on that many cores, without the harness taking its CPU (or it the
@@ -279,7 +287,7 @@ fn main() {
         Cmd::Blast(a) => cmd_blast(a),
         Cmd::Sink(a) => cmd_sink(a),
         Cmd::Baseline(a) => cmd_baseline(a).map(|_| 0),
-        Cmd::Verify(a) => cmd_verify(a),
+        Cmd::Verify(a) => cmd_verify(*a),
     };
     match r {
         Ok(code) => std::process::exit(code),
@@ -698,6 +706,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
         wake_coalesce: parse_duration(&a.wake_coalesce)?,
         balance: a.balance.clone(),
+        rules: a.rules.clone(),
         max_rss: a
             .max_rss
             .as_deref()

@@ -725,3 +725,46 @@ fn verify_balance_datagram_spreads_both_suts() {
         assert!(stdout.contains("shards    : "), "{stdout}");
     }
 }
+
+/// `--rules mixed`: sluice routes by all three rule kinds, each line to the
+/// route of the first rule that matches, and still delivers every line 4×.
+#[test]
+fn verify_rules_route_every_line_by_its_first_matching_rule() {
+    let Some(sluice) = sibling_sluice() else {
+        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this");
+        return;
+    };
+    let (stdout, v) = verify_json(
+        "rules-mixed",
+        &[
+            "--sluice",
+            sluice.to_str().unwrap(),
+            "--rules",
+            "mixed",
+            "--rate",
+            "5MB/s",
+            "--duration",
+            "2s",
+        ],
+    );
+    let r = &v["run"];
+    assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{stdout}");
+    assert_eq!(r["amplification"].as_f64(), Some(4.0), "{stdout}");
+    assert_eq!(r["rules"].as_str(), Some("mixed"), "{r}");
+    let routed = r["routed_lines"].as_object().expect("routed_lines");
+    let count = |route: &str| routed.get(route).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let total: f64 = routed.values().filter_map(|v| v.as_f64()).sum();
+    assert_eq!(total, r["received_lines"].as_f64().unwrap(), "{routed:?}");
+    // The generator's series cycle through four regions: a quarter of the
+    // lines are in us-east-1 (the tags rule, first); of the rest, `disk`
+    // goes to the regex rule's route and cpu, mem and net to their own.
+    assert!((count("us-east") / total - 0.25).abs() < 0.01, "{routed:?}");
+    for route in ["storage", "cpu", "mem", "net"] {
+        assert!(
+            (count(route) / total - 0.1875).abs() < 0.01,
+            "{route}: {routed:?}"
+        );
+    }
+    assert_eq!(count("junk"), 0.0, "{routed:?}");
+    assert!(stdout.contains("(rules mixed)"), "{stdout}");
+}

@@ -217,6 +217,8 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
                 fields: &raw[fields_start..n],
                 timestamp: None,
                 timestamp_offset: n,
+                // `classify` turned away every line with a backslash.
+                escaped: false,
             });
         }
         if byte(raw, end) == b' ' {
@@ -233,6 +235,7 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
                 fields: &raw[fields_start..end],
                 timestamp: Some(timestamp),
                 timestamp_offset: ts_start,
+                escaped: false,
             });
         }
         key_start = end + 1;

@@ -129,6 +129,10 @@ pub struct Line<'a> {
     pub timestamp: Option<i64>,
     /// Byte offset in `raw` where the timestamp text starts (`raw.len()` when there is none).
     pub timestamp_offset: usize,
+    /// `raw` holds a backslash. When it does not (nearly always), every
+    /// token is its own unescaped form, and routing compares bytes as they
+    /// are without looking for escapes again.
+    pub escaped: bool,
 }
 
 impl<'a> Line<'a> {

@@ -200,6 +200,7 @@ pub(super) fn scan_line(raw: &[u8]) -> Result<Line<'_>, ParseError> {
         fields: &raw[fields_start..fields_end],
         timestamp,
         timestamp_offset,
+        escaped: memchr::memchr(b'\\', raw).is_some(),
     })
 }
 

@@ -1197,3 +1197,25 @@ mod scanner {
         }
     }
 }
+
+#[test]
+fn escaped_says_whether_the_line_holds_a_backslash() {
+    for (line, escaped) in [
+        ("cpu,host=a v=1 1", false),
+        (r"cpu\ x,host=a v=1", true),
+        (r"cpu,h\,x=a v=1", true),
+        (r#"cpu v="a\"b""#, true),
+        (r#"cpu v="plain string" 1"#, false),
+    ] {
+        assert_eq!(
+            scan_line(line.as_bytes()).unwrap().escaped,
+            escaped,
+            "{line}"
+        );
+        assert_eq!(
+            scan_line_full(line.as_bytes()).unwrap().escaped,
+            escaped,
+            "{line}"
+        );
+    }
+}

@@ -141,3 +141,81 @@ fn routes_are_shared_by_rules() {
     assert_eq!(t.junkyard(), 1);
     assert_eq!(check(&t, "c v=1"), ("junk".into(), Some(2)));
 }
+
+/// The reference for a tags rule: split and unescape every tag.
+fn tags_reference(section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    !section.is_empty()
+        && pairs.iter().all(|(key, value)| {
+            parse::tags(section).any(|(k, v)| {
+                parse::unescaped_eq(k, Escape::TagKey, key)
+                    && parse::unescaped_eq(v, Escape::TagValue, value)
+            })
+        })
+}
+
+#[test]
+fn tags_pair_search_respects_tag_boundaries() {
+    let rule = TagsRule::new(vec![(b"region".to_vec(), b"us-east-1".to_vec())]);
+    assert!(rule.needles.is_some());
+    for (section, want) in [
+        ("region=us-east-1", true),
+        ("host=a,region=us-east-1", true),
+        ("region=us-east-1,host=a", true),
+        ("host=a,region=us-east-1,cpu=0", true),
+        // Inside a longer key or value, or straddling a value's `=`: no.
+        ("xregion=us-east-1", false),
+        ("region=us-east-10", false),
+        ("host=region=us-east-1", false),
+        ("region=us-east-1=x", false),
+        ("host=xregion=us-east-1,region=us-east-2", false),
+        // A first occurrence that is not a whole tag, then one that is.
+        ("k=aregion=us-east-1,region=us-east-1", true),
+        // A backslash anywhere: the splitting path decides.
+        (r"region=us\-east-1", false),
+        (r"h\,x=1,region=us-east-1", true),
+    ] {
+        // As a `Line` would say (`escaped`), and conservatively (`true`).
+        let escaped = section.contains('\\');
+        assert_eq!(rule.matches(section.as_bytes(), escaped), want, "{section}");
+        assert_eq!(rule.matches(section.as_bytes(), true), want, "{section}");
+        assert_eq!(
+            tags_reference(section.as_bytes(), &rule.pairs),
+            want,
+            "{section}"
+        );
+    }
+    // A key or value with a separator or an escapable byte: no needles.
+    assert!(TagsRule::new(vec![(b"a b".to_vec(), b"c".to_vec())])
+        .needles
+        .is_none());
+    assert!(TagsRule::new(vec![(b"a".to_vec(), b"c,d".to_vec())])
+        .needles
+        .is_none());
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Tag sections and rule pairs over a small alphabet, separators and
+    /// backslashes included, so needles hit, nearly hit and straddle tags.
+    fn token() -> impl Strategy<Value = String> {
+        proptest::string::string_regex(r"[ab=,\\ ]{0,4}").unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn tags_rule_agrees_with_splitting_every_tag(
+            section in proptest::string::string_regex(r"[ab=,\\ ]{0,24}").unwrap(),
+            pairs in proptest::collection::vec((token(), token()), 1..3),
+        ) {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                pairs.into_iter().map(|(k, v)| (k.into_bytes(), v.into_bytes())).collect();
+            let rule = TagsRule::new(pairs.clone());
+            let want = tags_reference(section.as_bytes(), &pairs);
+            prop_assert_eq!(rule.matches(section.as_bytes(), section.contains('\\')), want);
+            prop_assert_eq!(rule.matches(section.as_bytes(), true), want);
+        }
+    }
+}

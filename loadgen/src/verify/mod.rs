@@ -76,6 +76,9 @@ pub struct VerifyConfig {
     pub wake_coalesce: Duration,
     /// `flow` or `datagram`: sluice's `listen.balance`, the baseline's `--balance`.
     pub balance: String,
+    /// sluice's rule table (`--rules`): `none`, `basic` or `mixed`
+    /// (`sut::rules_toml`). The baseline relay routes nothing either way.
+    pub rules: String,
     /// A run whose peak RSS exceeds this fails (the memory target's gate).
     pub max_rss: Option<u64>,
     /// `--sut-cpus`: the SUT on these CPUs, the sender and the sinks on the
@@ -113,6 +116,7 @@ impl Default for VerifyConfig {
             rcvbuf: 32 << 20,
             wake_coalesce: Duration::from_millis(2),
             balance: "flow".into(),
+            rules: "none".into(),
             max_rss: None,
             cpus: None,
             sender_nice: 0,
@@ -200,6 +204,11 @@ pub struct RunResult {
     pub shard_datagrams: Vec<u64>,
     /// `--balance`: `flow` or `datagram`.
     pub balance: String,
+    /// `--rules`: sluice's rule table (`none`, `basic`, `mixed`).
+    pub rules: String,
+    /// Lines sluice appended to each route (`sluice_routed_lines_total`):
+    /// where its rules sent the load (empty for the baseline).
+    pub routed_lines: BTreeMap<String, f64>,
     pub socket_drops_datagrams: u64,
     pub snmp_in_errors_delta: u64,
     pub snmp_rcvbuf_errors_delta: u64,
@@ -606,6 +615,12 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         rx_batches: msum(&m, "sluice_rx_batches_total") as u64,
         shard_datagrams: per_shard(&m, "sluice_shard_received_datagrams_total"),
         balance: cfg.balance.clone(),
+        rules: cfg.rules.clone(),
+        routed_lines: m
+            .iter()
+            .filter(|(k, _)| k.starts_with("sluice_routed_lines_total{"))
+            .filter_map(|(k, v)| Some((label_value(k, "route")?, *v)))
+            .collect(),
         socket_drops_datagrams: drops,
         snmp_in_errors_delta: snmp_in1.saturating_sub(snmp_in0),
         snmp_rcvbuf_errors_delta: snmp_rb1.saturating_sub(snmp_rb0),

@@ -145,6 +145,20 @@ pub fn print_result(r: &RunResult) {
             }
         );
     }
+    let routed_total: f64 = r.routed_lines.values().sum();
+    if routed_total > 0.0 {
+        let shares: Vec<String> = r
+            .routed_lines
+            .iter()
+            .filter(|(_, &v)| v > 0.0)
+            .map(|(route, v)| format!("{route} {:.1} %", v / routed_total * 100.0))
+            .collect();
+        println!(
+            "  routes    : {} of the lines (rules {})",
+            shares.join(", "),
+            r.rules
+        );
+    }
     let (windows, bursts) = drop_bursts(&r.samples, 3);
     if windows > 0 {
         let mean_steal = r.samples.last().map_or(0.0, |s| s.host_steal_s) / r.samples.len() as f64;

@@ -46,10 +46,41 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
     let mut s = format!(
         "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\nwake_coalesce = \"{coalesce_us}us\"\nbalance = \"{balance}\"\nnice = {nice}\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
+    s.push_str(&rules_toml(&cfg.rules, cfg.measurements));
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
             "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"{age_ms}ms\"\nqueue_max_batches = {queue}\nconnections = 2\ntimeout = \"10s\"\n"
         ));
+    }
+    s
+}
+
+/// sluice's rule table for `--rules`, over the generator's measurement
+/// names (`gen::measurement_name`); every sink subscribes to every route.
+/// - `none`: no rules, every line to the junkyard (sessions 1–12 measured
+///   this);
+/// - `basic`: one exact-name rule per measurement, each to a route of its
+///   own, so every line is routed by a hash lookup;
+/// - `mixed`: a `tags` rule (`region=us-east-1`, a quarter of the series)
+///   and a `regex` rule (`^disk`) ahead of the `basic` ones, so every line
+///   is looked up by all three kinds (a later kind is only tried when it
+///   could beat an earlier match).
+pub(super) fn rules_toml(rules: &str, measurements: usize) -> String {
+    let mut s = String::new();
+    if rules == "mixed" {
+        s.push_str(&format!(
+            "\n[[rule]]\ntype = \"tags\"\ntags = [[\"region\", \"{}\"]]\nroute = \"us-east\"\n",
+            crate::gen::REGION_US_EAST
+        ));
+        s.push_str("\n[[rule]]\ntype = \"regex\"\nmatch = \"^disk\"\nroute = \"storage\"\n");
+    }
+    if rules == "basic" || rules == "mixed" {
+        for m in 0..measurements.max(1) {
+            let name = crate::gen::measurement_name(m);
+            s.push_str(&format!(
+                "\n[[rule]]\ntype = \"basic\"\nmatch = \"{name}\"\nroute = \"{name}\"\n"
+            ));
+        }
     }
     s
 }
