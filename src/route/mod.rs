@@ -5,12 +5,13 @@
 //! every rule per line, the table answers three cheap questions and takes the
 //! lowest matching rule index:
 //! - `basic`: one hash lookup of the unescaped measurement (exact bytes, not
-//!   influx-spout's FNV-1 hash, so no collisions);
+//!   influx-spout's FNV-1 hash, so no collisions; `names.rs`);
 //! - `tags`: only the tags rules ordered before the best candidate so far;
 //! - `regex`/`negregex`: one pass of a single multi-pattern automaton, run
 //!   only when some regex rule is ordered before the best candidate.
-use std::collections::HashMap;
+mod names;
 
+use names::NameTable;
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Input, PatternSet};
 
@@ -67,7 +68,7 @@ pub struct RouteTable {
     junkyard: RouteId,
     rules: Vec<CompiledRule>,
     /// Unescaped measurement -> lowest index of a `basic` rule naming it.
-    basic: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    basic: NameTable,
     /// Indices of `tags` rules, ascending.
     tags_rules: Vec<u32>,
     /// Indices of regex/negregex rules, ascending.
@@ -102,7 +103,7 @@ impl RouteTable {
             Ok((routes.len() - 1) as RouteId)
         };
         let mut compiled = Vec::with_capacity(rules.len());
-        let mut basic = HashMap::with_hasher(foldhash::fast::RandomState::default());
+        let mut basic: Vec<(&[u8], u32)> = Vec::new();
         let mut tags_rules = Vec::new();
         let mut regex_rules = Vec::new();
         let mut patterns: Vec<&str> = Vec::new();
@@ -110,10 +111,9 @@ impl RouteTable {
             let route = route_id(&rule.route)?;
             let kind = match &rule.kind {
                 RuleKind::Basic(name) => {
-                    // First rule for a name wins; later duplicates can never match.
-                    basic
-                        .entry(name.as_bytes().to_vec().into_boxed_slice())
-                        .or_insert(index as u32);
+                    // First rule for a name wins (`NameTable::new`); later
+                    // duplicates can never match.
+                    basic.push((name.as_bytes(), index as u32));
                     Compiled::Basic
                 }
                 RuleKind::Tags(pairs) => {
@@ -158,7 +158,7 @@ impl RouteTable {
             routes,
             junkyard,
             rules: compiled,
-            basic,
+            basic: NameTable::new(basic),
             tags_rules,
             regex_rules,
             regex,
@@ -193,25 +193,52 @@ impl RouteTable {
     }
 
     /// First matching rule for a scanned line, or the junkyard.
-    #[inline]
+    ///
+    /// Inlined into the shard's line loop: the exact-name probe (and no
+    /// rules at all) take no call, so the `Line` stays in registers; the
+    /// tags and regex rules, when some could still win, are out of line.
+    #[inline(always)]
     pub fn lookup(&self, line: &Line<'_>, scratch: &mut Scratch) -> Match {
         let mut best = u32::MAX;
         if !self.basic.is_empty() {
-            let name: &[u8] = if !line.escaped {
-                line.measurement
+            let found = if !line.escaped {
+                self.basic.get(line.measurement)
             } else {
-                scratch.unescaped.clear();
-                parse::unescape_into(
-                    line.measurement,
-                    Escape::Measurement,
-                    &mut scratch.unescaped,
-                );
-                &scratch.unescaped
+                self.basic_escaped(line.measurement, scratch)
             };
-            if let Some(&index) = self.basic.get(name) {
+            if let Some(index) = found {
                 best = index;
             }
         }
+        let below = |rules: &[u32]| rules.first().is_some_and(|&first| first < best);
+        if below(&self.tags_rules) || below(&self.regex_rules) {
+            best = self.tags_and_regex(line, best, scratch);
+        }
+        if best == u32::MAX {
+            Match {
+                rule: None,
+                route: self.junkyard,
+            }
+        } else {
+            Match {
+                rule: Some(best),
+                route: self.rules[best as usize].route,
+            }
+        }
+    }
+
+    /// The exact-name lookup of a measurement that may hold escapes.
+    #[inline(never)]
+    fn basic_escaped(&self, measurement: &[u8], scratch: &mut Scratch) -> Option<u32> {
+        scratch.unescaped.clear();
+        parse::unescape_into(measurement, Escape::Measurement, &mut scratch.unescaped);
+        self.basic.get(&scratch.unescaped)
+    }
+
+    /// Lowest tags, regex or negregex rule index below `best` that matches,
+    /// else `best`.
+    #[inline(never)]
+    fn tags_and_regex(&self, line: &Line<'_>, mut best: u32, scratch: &mut Scratch) -> u32 {
         for &index in &self.tags_rules {
             if index >= best {
                 break;
@@ -228,17 +255,7 @@ impl RouteTable {
                 best = self.regex_lookup(regex, line.raw, line.escaped, best, scratch);
             }
         }
-        if best == u32::MAX {
-            Match {
-                rule: None,
-                route: self.junkyard,
-            }
-        } else {
-            Match {
-                rule: Some(best),
-                route: self.rules[best as usize].route,
-            }
-        }
+        best
     }
 
     /// Lowest regex/negregex rule index below `best` that matches, else `best`.
