@@ -74,6 +74,10 @@ pub struct RouteTable {
     /// Indices of regex/negregex rules, ascending.
     regex_rules: Vec<u32>,
     regex: Option<Regex>,
+    /// When every regex pattern is `^` and a plain literal (`^cpu_`), the
+    /// literals by pattern id: a prefix compare decides each, not the
+    /// automaton.
+    prefixes: Option<Vec<Box<[u8]>>>,
 }
 
 impl RouteTable {
@@ -154,6 +158,11 @@ impl RouteTable {
                 }
             })?)
         };
+        let prefixes = patterns
+            .iter()
+            .map(|p| anchored_literal(p).map(|l| l.as_bytes().into()))
+            .collect::<Option<Vec<_>>>()
+            .filter(|p| !p.is_empty());
         Ok(RouteTable {
             routes,
             junkyard,
@@ -162,6 +171,7 @@ impl RouteTable {
             tags_rules,
             regex_rules,
             regex,
+            prefixes,
         })
     }
 
@@ -277,6 +287,22 @@ impl RouteTable {
             spout_unescape_into(raw, &mut scratch.unescaped);
             &scratch.unescaped
         };
+        if let Some(prefixes) = &self.prefixes {
+            // Every pattern is `^literal`: it matches exactly the lines
+            // that start with the literal. A compare per rule, in rule order,
+            // stops at the first that decides.
+            for &index in &self.regex_rules {
+                if index >= best {
+                    break;
+                }
+                if let Compiled::Regex { pattern, negated } = self.rules[index as usize].kind {
+                    if haystack.starts_with(&prefixes[pattern]) != negated {
+                        return index;
+                    }
+                }
+            }
+            return best;
+        }
         scratch.patterns.clear();
         let cache = scratch.cache.get_or_insert_with(|| regex.create_cache());
         if regex.pattern_len() == 1 {
@@ -384,6 +410,19 @@ fn has_pair(section: &[u8], needle: &memchr::memmem::Finder<'_>) -> bool {
         from = at + 1;
     }
     false
+}
+
+/// The literal of a pattern that is `^` followed by bytes that stand for
+/// themselves in any regex syntax (ASCII letters and digits, `_ - , = : /
+/// @ %` and space), so it matches exactly the haystacks that start with
+/// them. Anything else (a class, a repetition, an escape, a flag group, a
+/// second anchor) is `None`: the automaton decides.
+fn anchored_literal(pattern: &str) -> Option<&str> {
+    let literal = pattern.strip_prefix('^')?;
+    literal
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_-,=:/@% ".contains(&b))
+        .then_some(literal)
 }
 
 /// influx-spout's `Unescape`: drop a backslash that precedes `,`, `"`, space or `=`.

@@ -193,9 +193,76 @@ fn tags_pair_search_respects_tag_boundaries() {
         .is_none());
 }
 
+#[test]
+fn anchored_literals_are_decided_by_a_prefix_compare() {
+    assert_eq!(anchored_literal("^disk"), Some("disk"));
+    assert_eq!(anchored_literal("^app_x-1,a=b"), Some("app_x-1,a=b"));
+    assert_eq!(anchored_literal("^"), Some(""));
+    for not in [
+        "disk",
+        "^disk$",
+        "^d.sk",
+        "^(cpu|mem)",
+        "^a+",
+        r"^a\.b",
+        "^[ab]",
+        "^(?i)cpu",
+        "^é",
+    ] {
+        assert_eq!(anchored_literal(not), None, "{not}");
+    }
+    // Every pattern `^literal`: the table uses prefixes; regex and negregex
+    // in rule order, and an escaped line is compared unescaped.
+    let t = RouteTable::compile(
+        &[
+            rule(RuleKind::NegRegex("^cpu".into()), "not-cpu"),
+            rule(RuleKind::Regex("^cpu,host=b".into()), "cpu-b"),
+            rule(RuleKind::Regex("^hell o".into()), "hello"),
+        ],
+        "junk",
+    )
+    .unwrap();
+    assert!(t.prefixes.is_some());
+    assert_eq!(check(&t, "mem v=1"), ("not-cpu".into(), Some(0)));
+    assert_eq!(check(&t, "cpu,host=b v=1"), ("cpu-b".into(), Some(1)));
+    assert_eq!(check(&t, "cpu,host=a v=1"), ("junk".into(), None));
+    let t =
+        RouteTable::compile(&[rule(RuleKind::Regex("^hell o".into()), "hello")], "junk").unwrap();
+    assert!(t.prefixes.is_some());
+    assert_eq!(check(&t, r"hell\ o v=1"), ("hello".into(), Some(0)));
+    // One pattern that is not a literal: the automaton for all of them.
+    let t = RouteTable::compile(
+        &[
+            rule(RuleKind::Regex("^cpu".into()), "a"),
+            rule(RuleKind::Regex("^m.m".into()), "b"),
+        ],
+        "junk",
+    )
+    .unwrap();
+    assert!(t.prefixes.is_none());
+    assert_eq!(check(&t, "mem v=1"), ("b".into(), Some(1)));
+}
+
 mod props {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn an_anchored_literal_matches_as_its_regex_does(
+            literal in proptest::string::string_regex(r"[ab_=, :-]{0,5}").unwrap(),
+            haystack in proptest::string::string_regex(r"[ab_=, :\n-]{0,10}").unwrap(),
+        ) {
+            let pattern = format!("^{literal}");
+            let lit = anchored_literal(&pattern).expect("a literal");
+            let regex = regex_automata::meta::Regex::new(&pattern).unwrap();
+            prop_assert_eq!(
+                haystack.as_bytes().starts_with(lit.as_bytes()),
+                regex.is_match(haystack.as_bytes())
+            );
+        }
+    }
 
     /// Tag sections and rule pairs over a small alphabet, separators and
     /// backslashes included, so needles hit, nearly hit and straddle tags.
