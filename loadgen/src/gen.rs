@@ -154,7 +154,7 @@ const MEASUREMENTS: &[(&str, &[&str])] = &[
     ),
 ];
 
-const REGIONS: &[&str] = &["eu-west-1", "us-east-1", "ap-south-1", "us-west-2"];
+const REGIONS: &[&str] = &["eu-west-1", REGION_US_EAST, "ap-south-1", "us-west-2"];
 
 /// The name of the generator's measurement number `m` (of `--measurements`):
 /// `cpu`, `mem`, `disk`, `net`, `diskio`, `system`, then the same with a

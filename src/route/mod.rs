@@ -287,49 +287,42 @@ impl RouteTable {
             spout_unescape_into(raw, &mut scratch.unescaped);
             &scratch.unescaped
         };
-        if let Some(prefixes) = &self.prefixes {
-            // Every pattern is `^literal`: it matches exactly the lines
-            // that start with the literal. A compare per rule, in rule order,
-            // stops at the first that decides.
-            for &index in &self.regex_rules {
-                if index >= best {
-                    break;
+        // Whether the regex of pattern id `p` matches: every pattern
+        // `^literal` (`prefixes`) is a prefix compare; otherwise the
+        // automaton finds the matching patterns first.
+        if self.prefixes.is_none() {
+            scratch.patterns.clear();
+            let cache = scratch.cache.get_or_insert_with(|| regex.create_cache());
+            if regex.pattern_len() == 1 {
+                // One pattern: whether it matches anywhere is the whole
+                // answer, and an earliest-match search may stop early (an
+                // anchored `^app_` looks at the line's start only), where
+                // the overlapping search that finds every pattern of a set
+                // runs the automaton over the whole line.
+                let input = Input::new(haystack).earliest(true);
+                if regex.search_half_with(cache, &input).is_some() {
+                    scratch.patterns.insert(regex_automata::PatternID::ZERO);
                 }
-                if let Compiled::Regex { pattern, negated } = self.rules[index as usize].kind {
-                    if haystack.starts_with(&prefixes[pattern]) != negated {
-                        return index;
-                    }
-                }
+            } else {
+                regex.which_overlapping_matches_with(
+                    cache,
+                    &Input::new(haystack),
+                    &mut scratch.patterns,
+                );
             }
-            return best;
         }
-        scratch.patterns.clear();
-        let cache = scratch.cache.get_or_insert_with(|| regex.create_cache());
-        if regex.pattern_len() == 1 {
-            // One pattern: whether it matches anywhere is the whole answer,
-            // and an earliest-match search may stop early (an anchored `^app_` looks at the
-            // line's start only), where the overlapping search that finds
-            // every pattern of a set runs the automaton over the whole line.
-            let input = Input::new(haystack).earliest(true);
-            if regex.search_half_with(cache, &input).is_some() {
-                scratch.patterns.insert(regex_automata::PatternID::ZERO);
-            }
-        } else {
-            regex.which_overlapping_matches_with(
-                cache,
-                &Input::new(haystack),
-                &mut scratch.patterns,
-            );
-        }
+        let hit = |p: usize| match &self.prefixes {
+            Some(prefixes) => haystack.starts_with(&prefixes[p]),
+            None => scratch
+                .patterns
+                .contains(regex_automata::PatternID::must(p)),
+        };
         for &index in &self.regex_rules {
             if index >= best {
                 break;
             }
             if let Compiled::Regex { pattern, negated } = self.rules[index as usize].kind {
-                let hit = scratch
-                    .patterns
-                    .contains(regex_automata::PatternID::must(pattern));
-                if hit != negated {
+                if hit(pattern) != negated {
                     return index;
                 }
             }
@@ -369,31 +362,37 @@ impl TagsRule {
     }
 
     /// Every pair is among the line's tags (unescaped, exact bytes).
+    /// `escaped`: the line may hold a backslash (`Line::escaped`).
     ///
     /// Without a backslash in the section, every `,` separates two tags and
     /// a tag's first `=` ends its key, so a plain pair is present exactly
     /// when `key=value` occurs bounded by `,` or the section's ends: one
     /// substring search per pair instead of splitting and unescaping every
-    /// tag (the route table's largest cost with a tags rule, ≈400
-    /// instructions a line for a three-tag line).
+    /// tag (`tags_match_split`, the route table's largest cost with a tags
+    /// rule: ≈540 instructions a line for a three-tag line).
     #[inline]
-    /// `escaped`: the line may hold a backslash (`Line::escaped`).
     fn matches(&self, tag_section: &[u8], escaped: bool) -> bool {
-        if tag_section.is_empty() {
-            return false;
-        }
         match &self.needles {
             Some(needles) if !escaped || memchr::memchr(b'\\', tag_section).is_none() => {
-                needles.iter().all(|needle| has_pair(tag_section, needle))
+                !tag_section.is_empty()
+                    && needles.iter().all(|needle| has_pair(tag_section, needle))
             }
-            _ => self.pairs.iter().all(|(key, value)| {
-                parse::tags(tag_section).any(|(k, v)| {
-                    parse::unescaped_eq(k, Escape::TagKey, key)
-                        && parse::unescaped_eq(v, Escape::TagValue, value)
-                })
-            }),
+            _ => tags_match_split(tag_section, &self.pairs),
         }
     }
+}
+
+/// Every `(key, value)` of `pairs` is among the tags of `tag_section`,
+/// split on unescaped separators and compared unescaped: the general way,
+/// for sections with backslashes and for pairs that are not plain.
+fn tags_match_split(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    !tag_section.is_empty()
+        && pairs.iter().all(|(key, value)| {
+            parse::tags(tag_section).any(|(k, v)| {
+                parse::unescaped_eq(k, Escape::TagKey, key)
+                    && parse::unescaped_eq(v, Escape::TagValue, value)
+            })
+        })
 }
 
 /// `needle` (`key=value`) occurs in a backslash-free tag section as a whole
