@@ -7,20 +7,26 @@
 //! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 1 pipeline # + check, append
 //! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 0          # setup only
 //! target/release/deps/scan_instructions-<hash> 30 pipeline varied                    # timed, random values
+//! valgrind --tool=callgrind target/release/deps/scan_instructions-<hash> 1 pipeline mixed # with a rule table
 //! ```
 //!
 //! It builds 1 MiB of `sluice-loadgen`-shaped lines (≈148 bytes, 5 fields,
 //! ns timestamps), cuts it into 1400-byte datagrams at line boundaries and
 //! runs `parse::Scanner::lines` (the shards' path) over it 20 times; with
 //! `pipeline`, also the shard's per-line `Checker::judge` and the chunk
-//! append (`Batcher::datagram`). Subtract the setup-only count (building the
+//! append (`Batcher::datagram`); `basic` or `mixed` routes through the rule
+//! tables `sluice-loadgen verify --rules` writes (without, every line goes
+//! to the junkyard). Lines go to their route's delivery group as in a shard
+//! where every sink subscribes to every route (one group, so one copy per
+//! datagram); `split` gives each route a sink of its own (a group per
+//! route: with rules, a copy per line). Subtract the setup-only count (building the
 //! corpus) to get the scanner's own. Under `cargo bench` it simply runs
 //! once and prints what it scanned.
 use std::time::{Duration, Instant};
 
-use sluice::batch::Batcher;
+use sluice::batch::{Batcher, DeliveryGroups};
 use sluice::check::{Checker, Verdict};
-use sluice::config::{Precision, SanityConfig};
+use sluice::config::{Precision, RuleConfig, RuleKind, SanityConfig};
 use sluice::parse::{self, Item};
 use sluice::route::RouteTable;
 
@@ -96,7 +102,7 @@ fn main() {
     // alone: scan, check (window, route lookup), append to the route's chunk.
     let rounds: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1);
     let pipeline = args.iter().any(|a| a == "pipeline");
-    let table = RouteTable::compile(&[], "junk").unwrap();
+    let table = RouteTable::compile(&rules(&args), "junk").unwrap();
     let sanity = SanityConfig {
         max_time_past: Duration::from_secs(600),
         max_time_future: Duration::from_secs(600),
@@ -105,7 +111,17 @@ fn main() {
         stamp_missing: false,
     };
     let mut checker = Checker::new(&table, sanity, None, vec![true; table.routes().len()], NOW);
-    let mut batcher = Batcher::new(table.routes().len(), 256 << 10, Duration::from_millis(100));
+    let route_sinks: Vec<Vec<usize>> = (0..table.routes().len())
+        .map(|route| {
+            vec![if args.iter().any(|a| a == "split") {
+                route
+            } else {
+                0
+            }]
+        })
+        .collect();
+    let groups = DeliveryGroups::new(&route_sinks);
+    let mut batcher = Batcher::new(groups.sinks.len(), 256 << 10, Duration::from_millis(100));
     let now = Instant::now();
     let mut scratch = Vec::with_capacity(1024);
     let mut scanner = parse::Scanner::new();
@@ -130,7 +146,7 @@ fn main() {
                             } => {
                                 accepted += 1;
                                 out.accepted(
-                                    matched.route,
+                                    groups.of(matched.route),
                                     &line,
                                     rewrite,
                                     &mut scratch,
@@ -167,6 +183,35 @@ fn main() {
             (total * 20) as f64 / best.as_secs_f64() / (1u64 << 30) as f64,
             best_cpu.as_nanos() as f64 / accepted as f64,
         );
+    }
+}
+
+/// The rule table: none (every line to the junkyard), `basic` (one exact
+/// name rule per measurement, its own route) or `mixed` (a tags rule that
+/// never matches here and a `^disk` regex ahead of the exact names), as
+/// `sluice-loadgen verify --rules` writes them. With either, consecutive
+/// lines go to different routes.
+fn rules(args: &[String]) -> Vec<RuleConfig> {
+    let rule = |kind, route: &str| RuleConfig {
+        kind,
+        route: route.to_string(),
+    };
+    let basic =
+        ["cpu", "mem", "disk", "net"].map(|name| rule(RuleKind::Basic(name.to_string()), name));
+    if args.iter().any(|a| a == "basic") {
+        basic.to_vec()
+    } else if args.iter().any(|a| a == "mixed") {
+        let mut rules = vec![
+            rule(
+                RuleKind::Tags(vec![("region".into(), "us-east-1".into())]),
+                "us-east",
+            ),
+            rule(RuleKind::Regex("^disk".into()), "storage"),
+        ];
+        rules.extend(basic);
+        rules
+    } else {
+        Vec::new()
     }
 }
 

@@ -404,8 +404,16 @@ fn verify_repeat_reports_medians_of_every_run() {
     let user = &recv[0];
     assert!(user["median"].as_f64().unwrap() >= user["min"].as_f64().unwrap());
     assert!(recv[1]["max"].as_f64().unwrap() >= 0.0);
-    assert!(
+    // Printed for the groups that used any CPU: 5 MB/s for a second can
+    // stay under one clock tick (10 ms) in every thread.
+    let measured = summary["cpu_per_gib_by_thread"]
+        .as_object()
+        .unwrap()
+        .values()
+        .any(|g| g[0]["max"].as_f64().unwrap() + g[1]["max"].as_f64().unwrap() > 0.0);
+    assert_eq!(
         stdout.contains("cpu-s/GiB by thread (medians): "),
+        measured,
         "{stdout}"
     );
 }

@@ -1,8 +1,16 @@
-//! Batching: each shard appends accepted lines to an open chunk per route.
-//! A chunk is sealed at a size or age limit into a refcounted [`Chunk`] that
-//! every sink subscribed to the route shares (built once, never copied per
-//! sink). A line is never split across chunks. Pure code: the caller passes
-//! the clock in.
+//! Batching: each shard appends accepted lines to an open chunk per
+//! delivery group. A chunk is sealed at a size or age limit into a
+//! refcounted [`Chunk`] that every sink of the group shares (built once,
+//! never copied per sink). A line is never split across chunks. Pure code:
+//! the caller passes the clock in.
+//!
+//! A delivery group is the routes that go to the same sinks
+//! ([`DeliveryGroups`]). A sink posts everything it receives to one URL
+//! whatever the route, so routes with the same subscribers share chunks:
+//! lines of such routes that follow each other in a datagram are copied as
+//! one run, and a group's lines reach its sinks in the order they arrived.
+//! With one chunk per route, a rule table that sends alternate lines to
+//! different routes cost a copy per line.
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -10,6 +18,50 @@ use bytes::{Bytes, BytesMut};
 use crate::check::{self, Rewrite};
 use crate::parse::Line;
 use crate::route::RouteId;
+
+/// Index of a delivery group: an open chunk per shard.
+pub type GroupId = u16;
+
+/// Routes grouped by their subscribers: routes with the same set of sinks
+/// form one group (the routes no sink subscribes to form one too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryGroups {
+    /// Route id -> its group.
+    pub of_route: Vec<GroupId>,
+    /// Group -> indices of its sinks (those of each of its routes).
+    pub sinks: Vec<Vec<usize>>,
+}
+
+impl DeliveryGroups {
+    /// `route_sinks`: route id -> indices of the sinks subscribed to it.
+    pub fn new(route_sinks: &[Vec<usize>]) -> DeliveryGroups {
+        let mut groups = DeliveryGroups {
+            of_route: Vec::with_capacity(route_sinks.len()),
+            sinks: Vec::new(),
+        };
+        for subscribers in route_sinks {
+            let mut set = subscribers.clone();
+            set.sort_unstable();
+            set.dedup();
+            let group = match groups.sinks.iter().position(|s| *s == set) {
+                Some(g) => g,
+                None => {
+                    groups.sinks.push(set);
+                    groups.sinks.len() - 1
+                }
+            };
+            // At most one group per route, and route ids fit a `RouteId`.
+            groups.of_route.push(group as GroupId);
+        }
+        groups
+    }
+
+    /// The group of `route`.
+    #[inline(always)]
+    pub fn of(&self, route: RouteId) -> GroupId {
+        self.of_route[route as usize]
+    }
+}
 
 /// A sealed run of whole lines, each ending in `\n`.
 #[derive(Clone, Debug)]
@@ -25,7 +77,7 @@ struct OpenChunk {
     opened: Option<Instant>,
 }
 
-/// The open chunks of one shard, one per route.
+/// The open chunks of one shard, one per group.
 pub struct Batcher {
     open: Vec<OpenChunk>,
     max_size: usize,
@@ -33,10 +85,10 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(routes: usize, max_size: usize, max_age: Duration) -> Batcher {
+    pub fn new(groups: usize, max_size: usize, max_age: Duration) -> Batcher {
         assert!(max_size > 0);
         Batcher {
-            open: (0..routes)
+            open: (0..groups)
                 .map(|_| OpenChunk {
                     buf: BytesMut::new(),
                     lines: 0,
@@ -54,16 +106,16 @@ impl Batcher {
     #[inline]
     pub fn append(
         &mut self,
-        route: RouteId,
+        group: GroupId,
         line: &[u8],
         now: Instant,
-        sealed: &mut impl FnMut(RouteId, Chunk),
+        sealed: &mut impl FnMut(GroupId, Chunk),
     ) {
         let max_size = self.max_size;
-        let open = &mut self.open[route as usize];
+        let open = &mut self.open[group as usize];
         let needed = line.len() + 1;
         if open.lines > 0 && open.buf.len() + needed > max_size {
-            sealed(route, Self::seal(open));
+            sealed(group, Self::seal(open));
         }
         if open.lines == 0 {
             if open.buf.capacity() < needed.max(max_size) {
@@ -76,13 +128,13 @@ impl Batcher {
         open.buf.extend_from_slice(b"\n");
         open.lines += 1;
         if open.buf.len() >= max_size {
-            sealed(route, Self::seal(open));
+            sealed(group, Self::seal(open));
         }
     }
 
     /// Start appending the lines of one datagram. Lines that are slices of
     /// `datagram`, each followed there by its `\n`, go in as runs: one copy
-    /// per run of consecutive lines of one route instead of one per line.
+    /// per run of consecutive lines of one group instead of one per line.
     /// The result is byte for byte what `append` per line would build, with
     /// the same seals; call [`DatagramAppender::finish`] at the end.
     #[inline]
@@ -99,18 +151,18 @@ impl Batcher {
         }
     }
 
-    /// Bytes in `route`'s open chunk.
+    /// Bytes in `group`'s open chunk.
     #[inline]
-    fn open_len(&self, route: RouteId) -> usize {
-        self.open[route as usize].buf.len()
+    fn open_len(&self, group: GroupId) -> usize {
+        self.open[group as usize].buf.len()
     }
 
     /// Append `lines` whole lines, each already ending in `\n`, that fit the
     /// open chunk without reaching `max_size` (the caller checked).
     #[inline]
-    fn append_run(&mut self, route: RouteId, bytes: &[u8], lines: u32, now: Instant) {
+    fn append_run(&mut self, group: GroupId, bytes: &[u8], lines: u32, now: Instant) {
         let max_size = self.max_size;
-        let open = &mut self.open[route as usize];
+        let open = &mut self.open[group as usize];
         debug_assert!(open.buf.len() + bytes.len() < max_size);
         if open.lines == 0 {
             if open.buf.capacity() < max_size {
@@ -123,21 +175,21 @@ impl Batcher {
     }
 
     /// Seal every chunk that has been open for `max_age` or longer.
-    pub fn seal_expired(&mut self, now: Instant, sealed: &mut impl FnMut(RouteId, Chunk)) {
-        for (route, open) in self.open.iter_mut().enumerate() {
+    pub fn seal_expired(&mut self, now: Instant, sealed: &mut impl FnMut(GroupId, Chunk)) {
+        for (group, open) in self.open.iter_mut().enumerate() {
             if let Some(opened) = open.opened {
                 if now.saturating_duration_since(opened) >= self.max_age {
-                    sealed(route as RouteId, Self::seal(open));
+                    sealed(group as GroupId, Self::seal(open));
                 }
             }
         }
     }
 
     /// Seal every non-empty chunk (shutdown).
-    pub fn seal_all(&mut self, sealed: &mut impl FnMut(RouteId, Chunk)) {
-        for (route, open) in self.open.iter_mut().enumerate() {
+    pub fn seal_all(&mut self, sealed: &mut impl FnMut(GroupId, Chunk)) {
+        for (group, open) in self.open.iter_mut().enumerate() {
             if open.lines > 0 {
-                sealed(route as RouteId, Self::seal(open));
+                sealed(group as GroupId, Self::seal(open));
             }
         }
     }
@@ -161,11 +213,11 @@ impl Batcher {
     }
 }
 
-/// Consecutive lines of one route in the current datagram, not yet copied:
+/// Consecutive lines of one group in the current datagram, not yet copied:
 /// `datagram[start..end]`, each line with its `\n`.
 #[derive(Default)]
 struct Run {
-    route: RouteId,
+    group: GroupId,
     start: usize,
     end: usize,
     lines: u32,
@@ -183,7 +235,7 @@ impl<'d> DatagramAppender<'_, 'd> {
     /// Append a line forwarded as received: `raw` is a slice of the
     /// datagram (without its line ending).
     #[inline]
-    pub fn line(&mut self, route: RouteId, raw: &'d [u8], sealed: &mut impl FnMut(RouteId, Chunk)) {
+    pub fn line(&mut self, group: GroupId, raw: &'d [u8], sealed: &mut impl FnMut(GroupId, Chunk)) {
         // Where `raw` lies in the datagram. A slice from elsewhere (a test
         // passing another buffer) fails the check below, wrapping or not,
         // and is appended as a copy: only bytes of `datagram` are ever
@@ -195,18 +247,18 @@ impl<'d> DatagramAppender<'_, 'd> {
         if with_newline {
             let run = &mut self.run;
             if run.lines > 0
-                && run.route == route
+                && run.group == group
                 && run.end == start
-                && self.batcher.open_len(route) + (end + 1 - run.start) < max_size
+                && self.batcher.open_len(group) + (end + 1 - run.start) < max_size
             {
                 run.end = end + 1;
                 run.lines += 1;
                 return;
             }
             self.flush();
-            if self.batcher.open_len(route) + raw.len() + 1 < max_size {
+            if self.batcher.open_len(group) + raw.len() + 1 < max_size {
                 self.run = Run {
-                    route,
+                    group,
                     start,
                     end: end + 1,
                     lines: 1,
@@ -218,7 +270,7 @@ impl<'d> DatagramAppender<'_, 'd> {
         }
         // Would fill the chunk (or has no `\n` after it in the datagram):
         // the per-line path, which seals exactly where it must.
-        self.batcher.append(route, raw, self.now, sealed);
+        self.batcher.append(group, raw, self.now, sealed);
     }
 
     /// Append an accepted line in the form it is forwarded in: as received
@@ -227,25 +279,25 @@ impl<'d> DatagramAppender<'_, 'd> {
     #[inline]
     pub fn accepted(
         &mut self,
-        route: RouteId,
+        group: GroupId,
         line: &Line<'d>,
         rewrite: Rewrite,
         scratch: &mut Vec<u8>,
-        sealed: &mut impl FnMut(RouteId, Chunk),
+        sealed: &mut impl FnMut(GroupId, Chunk),
     ) {
         if check::rewritten(line, rewrite, scratch) {
-            self.other(route, scratch, sealed);
+            self.other(group, scratch, sealed);
         } else {
-            self.line(route, line.raw, sealed);
+            self.line(group, line.raw, sealed);
         }
     }
 
     /// Append a line that is not (as is) in the datagram: a rewritten line
-    /// or a dead letter. Lines of the pending run go first, so a route's
+    /// or a dead letter. Lines of the pending run go first, so a group's
     /// lines keep their order.
-    pub fn other(&mut self, route: RouteId, line: &[u8], sealed: &mut impl FnMut(RouteId, Chunk)) {
+    pub fn other(&mut self, group: GroupId, line: &[u8], sealed: &mut impl FnMut(GroupId, Chunk)) {
         self.flush();
-        self.batcher.append(route, line, self.now, sealed);
+        self.batcher.append(group, line, self.now, sealed);
     }
 
     /// Copy the pending run into its chunk.
@@ -255,7 +307,7 @@ impl<'d> DatagramAppender<'_, 'd> {
         if run.lines > 0 {
             let bytes = &self.datagram[run.start..run.end];
             self.batcher
-                .append_run(run.route, bytes, run.lines, self.now);
+                .append_run(run.group, bytes, run.lines, self.now);
         }
     }
 
@@ -277,12 +329,12 @@ mod tests {
 
     fn collect(
         b: &mut Batcher,
-        lines: &[(&str, RouteId)],
+        lines: &[(&str, GroupId)],
         now: Instant,
-    ) -> Vec<(RouteId, String, u32)> {
+    ) -> Vec<(GroupId, String, u32)> {
         let mut out = Vec::new();
-        for (line, route) in lines {
-            b.append(*route, line.as_bytes(), now, &mut |r, c| {
+        for (line, group) in lines {
+            b.append(*group, line.as_bytes(), now, &mut |r, c| {
                 out.push((r, String::from_utf8(c.data.to_vec()).unwrap(), c.lines))
             });
         }
@@ -325,7 +377,18 @@ mod tests {
     }
 
     #[test]
-    fn routes_have_separate_chunks() {
+    fn routes_with_the_same_sinks_share_a_group() {
+        // Routes 0, 2 and 4 go to sinks 0 and 1 (in any order), route 1 to
+        // sink 1 alone, route 3 to none.
+        let groups = DeliveryGroups::new(&[vec![0, 1], vec![1], vec![1, 0], vec![], vec![0, 1]]);
+        assert_eq!(groups.of_route, vec![0, 1, 0, 2, 0]);
+        assert_eq!(groups.sinks, vec![vec![0, 1], vec![1], vec![]]);
+        assert_eq!(groups.of(4), 0);
+        assert_eq!(DeliveryGroups::new(&[]).sinks.len(), 0);
+    }
+
+    #[test]
+    fn groups_have_separate_chunks() {
         let now = Instant::now();
         let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(1));
         assert!(collect(&mut b, &[("a", 0), ("b", 1), ("c", 0)], now).is_empty());
@@ -354,12 +417,12 @@ mod tests {
         assert_eq!(b.next_expiry(t0), None);
     }
 
-    /// One line of a generated datagram: its text, its route, whether it is
+    /// One line of a generated datagram: its text, its group, whether it is
     /// forwarded rewritten (not as received), and its line ending.
     #[derive(Clone, Debug)]
     struct GenLine {
         text: String,
-        route: RouteId,
+        group: GroupId,
         rewritten: bool,
         ending: &'static str,
     }
@@ -372,9 +435,9 @@ mod tests {
             prop::bool::weighted(0.1),
             prop::sample::select(vec!["\n", "\n", "\n", "\r\n", "\n\n"]),
         )
-            .prop_map(|(text, route, rewritten, ending)| GenLine {
+            .prop_map(|(text, group, rewritten, ending)| GenLine {
                 text,
-                route,
+                group,
                 rewritten,
                 ending,
             })
@@ -382,7 +445,7 @@ mod tests {
 
     proptest::proptest! {
         /// Runs build exactly the chunks, and seal them exactly where,
-        /// per-line appends would: over datagrams whose lines change route,
+        /// per-line appends would: over datagrams whose lines change group,
         /// are rewritten, end in CRLF or nothing, with chunks small enough
         /// to seal often.
         #[test]
@@ -412,12 +475,12 @@ mod tests {
                     let raw = &datagram[span];
                     let rewrite = format!("{}!", l.text);
                     let line: &[u8] = if l.rewritten { rewrite.as_bytes() } else { raw };
-                    per_line.append(l.route, line, now, &mut |r, c| expected.push((r, c.data, c.lines)));
+                    per_line.append(l.group, line, now, &mut |r, c| expected.push((r, c.data, c.lines)));
                     let sealed = &mut |r, c: Chunk| got.push((r, c.data, c.lines));
                     if l.rewritten {
-                        out.other(l.route, line, sealed);
+                        out.other(l.group, line, sealed);
                     } else {
-                        out.line(l.route, raw, sealed);
+                        out.line(l.group, raw, sealed);
                     }
                 }
                 out.finish();

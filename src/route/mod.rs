@@ -10,10 +10,14 @@
 //! - `regex`/`negregex`: one pass of a single multi-pattern automaton, run
 //!   only when some regex rule is ordered before the best candidate.
 mod names;
+mod tags;
 
 use names::NameTable;
 use regex_automata::meta::{Cache, Regex};
 use regex_automata::{Input, PatternSet};
+#[cfg(test)]
+use tags::tags_match_split;
+use tags::{eq_bytes, TagsRule};
 
 use crate::config::{RuleConfig, RuleKind};
 use crate::parse::{self, Escape, Line};
@@ -312,7 +316,10 @@ impl RouteTable {
             }
         }
         let hit = |p: usize| match &self.prefixes {
-            Some(prefixes) => haystack.starts_with(&prefixes[p]),
+            Some(prefixes) => {
+                let prefix = &prefixes[p];
+                haystack.len() >= prefix.len() && eq_bytes(&haystack[..prefix.len()], prefix)
+            }
             None => scratch
                 .patterns
                 .contains(regex_automata::PatternID::must(p)),
@@ -329,86 +336,6 @@ impl RouteTable {
         }
         best
     }
-}
-
-/// A compiled `tags` rule: its `(key, value)` pairs (unescaped), and, when
-/// every key and value is non-empty and holds no byte that line protocol
-/// escapes in tags or that separates them (`,` `=` space `\\` `"`), each
-/// pair's `key=value` as one needle.
-#[derive(Clone, Debug)]
-struct TagsRule {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    needles: Option<Vec<memchr::memmem::Finder<'static>>>,
-}
-
-impl TagsRule {
-    fn new(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> TagsRule {
-        let plain = |b: &[u8]| {
-            !b.iter()
-                .any(|c| matches!(c, b',' | b'=' | b' ' | b'\\' | b'"'))
-        };
-        let needles = pairs
-            .iter()
-            .all(|(k, v)| !k.is_empty() && !v.is_empty() && plain(k) && plain(v))
-            .then(|| {
-                pairs
-                    .iter()
-                    .map(|(k, v)| {
-                        memchr::memmem::Finder::new(&[&k[..], b"=", &v[..]].concat()).into_owned()
-                    })
-                    .collect()
-            });
-        TagsRule { pairs, needles }
-    }
-
-    /// Every pair is among the line's tags (unescaped, exact bytes).
-    /// `escaped`: the line may hold a backslash (`Line::escaped`).
-    ///
-    /// Without a backslash in the section, every `,` separates two tags and
-    /// a tag's first `=` ends its key, so a plain pair is present exactly
-    /// when `key=value` occurs bounded by `,` or the section's ends: one
-    /// substring search per pair instead of splitting and unescaping every
-    /// tag (`tags_match_split`, the route table's largest cost with a tags
-    /// rule: ≈540 instructions a line for a three-tag line).
-    #[inline]
-    fn matches(&self, tag_section: &[u8], escaped: bool) -> bool {
-        match &self.needles {
-            Some(needles) if !escaped || memchr::memchr(b'\\', tag_section).is_none() => {
-                !tag_section.is_empty()
-                    && needles.iter().all(|needle| has_pair(tag_section, needle))
-            }
-            _ => tags_match_split(tag_section, &self.pairs),
-        }
-    }
-}
-
-/// Every `(key, value)` of `pairs` is among the tags of `tag_section`,
-/// split on unescaped separators and compared unescaped: the general way,
-/// for sections with backslashes and for pairs that are not plain.
-fn tags_match_split(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> bool {
-    !tag_section.is_empty()
-        && pairs.iter().all(|(key, value)| {
-            parse::tags(tag_section).any(|(k, v)| {
-                parse::unescaped_eq(k, Escape::TagKey, key)
-                    && parse::unescaped_eq(v, Escape::TagValue, value)
-            })
-        })
-}
-
-/// `needle` (`key=value`) occurs in a backslash-free tag section as a whole
-/// tag: preceded by the start or a `,`, followed by the end or a `,`.
-fn has_pair(section: &[u8], needle: &memchr::memmem::Finder<'_>) -> bool {
-    let len = needle.needle().len();
-    let mut from = 0;
-    while let Some(p) = needle.find(&section[from..]) {
-        let at = from + p;
-        let end = at + len;
-        if (at == 0 || section[at - 1] == b',') && (end == section.len() || section[end] == b',') {
-            return true;
-        }
-        from = at + 1;
-    }
-    false
 }
 
 /// The literal of a pattern that is `^` followed by bytes that stand for

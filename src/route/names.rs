@@ -46,34 +46,55 @@ fn word4(b: &[u8], at: usize) -> u64 {
     u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()))
 }
 
-#[derive(Clone, Debug)]
+/// One slot: a name's fingerprint and its rule; `len == EMPTY` when free.
+#[derive(Clone, Copy, Debug)]
 struct Slot {
-    fingerprint: Fingerprint,
-    /// The whole name, compared only when it is longer than 16 bytes.
-    name: Box<[u8]>,
+    len: u32,
     rule: u32,
+    a: u64,
+    b: u64,
 }
 
+/// The `len` of a free slot (no name is that long: datagrams are < 64 KiB).
+const EMPTY: u32 = u32::MAX;
+
+const FREE: Slot = Slot {
+    len: EMPTY,
+    rule: 0,
+    a: 0,
+    b: 0,
+};
+
 /// Open addressing, linear probing, at most half full.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct NameTable {
-    slots: Box<[Option<Slot>]>,
+    /// Never empty, never more than half full: a free slot ends every probe.
+    slots: Box<[Slot]>,
+    /// The whole name of each slot, compared only when it is longer than 16 bytes.
+    names: Box<[Box<[u8]>]>,
     /// `64 - log2(slots.len())`: the multiply-shift keeps the top bits.
     shift: u32,
     len: usize,
+}
+
+impl Default for NameTable {
+    fn default() -> Self {
+        NameTable::new([])
+    }
 }
 
 impl NameTable {
     /// The names in rule order; the first rule naming a name wins (a later
     /// duplicate could never match).
     pub(super) fn new<'a>(names: impl IntoIterator<Item = (&'a [u8], u32)>) -> NameTable {
-        let names: Vec<(&[u8], u32)> = names.into_iter().collect();
-        if names.is_empty() {
-            return NameTable::default();
-        }
+        let names: Vec<(&[u8], u32)> = names
+            .into_iter()
+            .filter(|(name, _)| name.len() < EMPTY as usize)
+            .collect();
         let size = (names.len() * 2).next_power_of_two().max(2);
         let mut table = NameTable {
-            slots: vec![None; size].into_boxed_slice(),
+            slots: vec![FREE; size].into_boxed_slice(),
+            names: vec![Box::default(); size].into_boxed_slice(),
             shift: 64 - size.trailing_zeros(),
             len: 0,
         };
@@ -81,16 +102,18 @@ impl NameTable {
             if table.get(name).is_some() {
                 continue;
             }
-            let fingerprint = fingerprint(name);
-            let mut i = table.slot_of(&fingerprint);
-            while table.slots[i].is_some() {
+            let f = fingerprint(name);
+            let mut i = table.slot_of(&f);
+            while table.slots[i].len != EMPTY {
                 i = (i + 1) & (size - 1);
             }
-            table.slots[i] = Some(Slot {
-                fingerprint,
-                name: name.into(),
+            table.slots[i] = Slot {
+                len: f.len as u32,
                 rule,
-            });
+                a: f.a,
+                b: f.b,
+            };
+            table.names[i] = name.into();
             table.len += 1;
         }
         table
@@ -110,20 +133,20 @@ impl NameTable {
     /// The rule index of the first `basic` rule naming `name`.
     #[inline]
     pub(super) fn get(&self, name: &[u8]) -> Option<u32> {
-        if self.slots.is_empty() {
-            return None;
-        }
         let f = fingerprint(name);
         let mask = self.slots.len() - 1;
         let mut i = self.slot_of(&f);
-        // Never full (at most half), so an empty slot ends every probe.
-        while let Some(slot) = &self.slots[i] {
-            if slot.fingerprint == f && (f.len <= 16 || *slot.name == *name) {
-                return Some(slot.rule);
+        loop {
+            let slot = &self.slots[i & mask];
+            if slot.a == f.a && slot.b == f.b && slot.len as usize == f.len {
+                if f.len <= 16 || *self.names[i & mask] == *name {
+                    return Some(slot.rule);
+                }
+            } else if slot.len == EMPTY {
+                return None;
             }
-            i = (i + 1) & mask;
+            i += 1;
         }
-        None
     }
 }
 

@@ -263,7 +263,7 @@ mod props {
         #![proptest_config(ProptestConfig::with_cases(4000))]
         #[test]
         fn tags_rule_agrees_with_splitting_every_tag(
-            section in proptest::string::string_regex(r"[ab=,\\ ]{0,24}").unwrap(),
+            section in proptest::string::string_regex(r"[ab=,\\ ]{0,80}").unwrap(),
             pairs in proptest::collection::vec((token(), token()), 1..3),
         ) {
             let pairs: Vec<(Vec<u8>, Vec<u8>)> =

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batcher, Chunk, DatagramAppender};
+use crate::batch::{Batcher, Chunk, DatagramAppender, DeliveryGroups, GroupId};
 use crate::budget::Budgets;
 use crate::check::{self, Checker, Reason, Verdict};
 use crate::config::{CardinalityConfig, ChunkConfig, SanityConfig};
@@ -125,6 +125,8 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
     }));
 
     let route_has_sinks = spec.route_sinks.iter().map(|s| !s.is_empty()).collect();
+    // Routes with the same sinks share open chunks (`batch`).
+    let groups = DeliveryGroups::new(&spec.route_sinks);
     let dead_letter = spec
         .dead_letter
         .as_ref()
@@ -146,13 +148,9 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             route_has_sinks,
             wall_clock_ns(),
         ),
-        batcher: Batcher::new(
-            spec.table.routes().len(),
-            spec.chunk.max_size,
-            spec.chunk.max_age,
-        ),
+        batcher: Batcher::new(groups.sinks.len(), spec.chunk.max_size, spec.chunk.max_age),
         local: LocalCounters::new(spec.layout),
-        route_sinks: &spec.route_sinks,
+        groups: &groups,
         sinks: &spec.sinks,
         rewrite: Vec::with_capacity(1024),
         rejects: Rejects {
@@ -209,7 +207,8 @@ struct Pipeline<'a> {
     checker: Checker<'a>,
     batcher: Batcher,
     local: LocalCounters,
-    route_sinks: &'a [Vec<usize>],
+    /// Which open chunk each route's lines go to, and its sinks.
+    groups: &'a DeliveryGroups,
     sinks: &'a [Arc<Sink>],
     /// Scratch for an accepted line forwarded rewritten (timestamp to ns,
     /// receive-time stamp).
@@ -228,15 +227,16 @@ impl Pipeline<'_> {
             checker,
             batcher,
             local,
-            route_sinks,
+            groups,
             sinks,
             rewrite: scratch,
             rejects,
             ..
         } = self;
-        let (route_sinks, sinks) = (*route_sinks, *sinks);
+        let (groups, sinks) = (*groups, *sinks);
+        let group_sinks = &groups.sinks[..];
         // Lines forwarded as received go to their chunk in runs: one copy
-        // per run of consecutive lines of a route, not one per line.
+        // per run of consecutive lines of a delivery group, not one per line.
         let mut out = batcher.datagram(datagram, now);
         for item in scanner.lines(datagram) {
             lines += 1;
@@ -249,11 +249,11 @@ impl Pipeline<'_> {
                 } => {
                     local.routed(matched.route as usize, matched.rule);
                     out.accepted(
-                        matched.route,
+                        groups.of(matched.route),
                         &line,
                         rewrite,
                         scratch,
-                        &mut |route, chunk| dispatch(local, sinks, route_sinks, route, chunk),
+                        &mut |group, chunk| dispatch(local, sinks, group_sinks, group, chunk),
                     );
                 }
                 Verdict::Reject { raw, reason, .. } => rejects.reject(
@@ -264,7 +264,7 @@ impl Pipeline<'_> {
                         out: &mut out,
                         local,
                         sinks,
-                        route_sinks,
+                        groups,
                     },
                 ),
             }
@@ -274,19 +274,19 @@ impl Pipeline<'_> {
     }
 
     fn seal_expired(&mut self, now: Instant) {
-        let (local, sinks, route_sinks) = (&mut self.local, self.sinks, self.route_sinks);
-        self.batcher.seal_expired(now, &mut |route, chunk| {
-            dispatch(local, sinks, route_sinks, route, chunk)
+        let (local, sinks, group_sinks) = (&mut self.local, self.sinks, &self.groups.sinks[..]);
+        self.batcher.seal_expired(now, &mut |group, chunk| {
+            dispatch(local, sinks, group_sinks, group, chunk)
         });
     }
 
     /// Shutdown: seal everything and offer it, waiting (bounded) for room.
     fn finish(&mut self, deadline: Instant) {
-        let mut sealed: Vec<(RouteId, Chunk)> = Vec::new();
+        let mut sealed: Vec<(GroupId, Chunk)> = Vec::new();
         self.batcher
-            .seal_all(&mut |route, chunk| sealed.push((route, chunk)));
-        for (route, chunk) in sealed {
-            for &sink in &self.route_sinks[route as usize] {
+            .seal_all(&mut |group, chunk| sealed.push((group, chunk)));
+        for (group, chunk) in sealed {
+            for &sink in &self.groups.sinks[group as usize] {
                 let mut pending = chunk.clone();
                 loop {
                     match self.sinks[sink].offer(pending) {
@@ -314,7 +314,7 @@ struct Delivery<'o, 'b, 'd, 's> {
     out: &'o mut DatagramAppender<'b, 'd>,
     local: &'o mut LocalCounters,
     sinks: &'s [Arc<Sink>],
-    route_sinks: &'s [Vec<usize>],
+    groups: &'s DeliveryGroups,
 }
 
 /// What a shard does with rejected lines: count, sample, dead-letter.
@@ -334,7 +334,7 @@ impl Rejects {
             out,
             local,
             sinks,
-            route_sinks,
+            groups,
         } = to;
         let (now, now_ns) = now;
         match reason {
@@ -353,29 +353,29 @@ impl Rejects {
                 .iter()
                 .position(|l| *l == reason.drop_class().as_str())
                 .unwrap_or(0)];
-        if !wanted || route_sinks[dead.route as usize].is_empty() {
+        let group = groups.of(dead.route);
+        if !wanted || groups.sinks[group as usize].is_empty() {
             return;
         }
-        let route = dead.route;
         check::dead_letter(raw, reason, now_ns, &mut self.letter);
         local.dead_lettered();
-        out.other(route, &self.letter, &mut |route, chunk| {
-            dispatch(local, sinks, route_sinks, route, chunk)
+        out.other(group, &self.letter, &mut |group, chunk| {
+            dispatch(local, sinks, &groups.sinks, group, chunk)
         });
     }
 }
 
-/// Offer a sealed chunk to every sink of its route; a full queue drops it for that sink only.
+/// Offer a sealed chunk to every sink of its delivery group; a full queue drops it for that sink only.
 #[inline]
 fn dispatch(
     local: &mut LocalCounters,
     sinks: &[Arc<Sink>],
-    route_sinks: &[Vec<usize>],
-    route: RouteId,
+    group_sinks: &[Vec<usize>],
+    group: GroupId,
     chunk: Chunk,
 ) {
     let lines = chunk.lines as u64;
-    let subscribers = &route_sinks[route as usize];
+    let subscribers = &group_sinks[group as usize];
     let (last, rest) = match subscribers.split_last() {
         Some(split) => split,
         None => return,

@@ -96,6 +96,15 @@ route = "disk"
         );
         assert_eq!(sorted(junk_sink.lines()), sorted(junk.clone()));
         assert_eq!(sorted(all_sink.lines()), sorted(all.clone()));
+        // Routes with the same sinks share chunks: `nyc` and `disk` (both to
+        // `nycdisk` and `all`) reach `nycdisk` in the order they were sent
+        // from one source (one shard), not route by route.
+        let nyc_or_disk: Vec<String> = all
+            .iter()
+            .filter(|l| nyc.contains(l) || disk.contains(l))
+            .cloned()
+            .collect();
+        assert_eq!(nyc_disk_sink.lines(), nyc_or_disk);
         assert!(cpu_sink.paths().iter().all(|p| p == "/write?db=test"));
         let m = s.metrics();
         assert_eq!(m.get("sluice_received_lines_total"), all.len() as u64);
