@@ -34,21 +34,12 @@ pub enum Error {
     TooManyRoutes { max: usize },
 }
 
-#[derive(Clone, Debug)]
-enum Compiled {
-    Basic,
-    Tags(TagsRule),
-    /// Pattern id in the regex set, negated or not.
-    Regex {
-        pattern: usize,
-        negated: bool,
-    },
-}
-
-#[derive(Clone, Debug)]
-struct CompiledRule {
-    kind: Compiled,
-    route: RouteId,
+/// A regex or negregex rule: its index and its pattern id in the regex set.
+#[derive(Clone, Copy, Debug)]
+struct RegexRule {
+    index: u32,
+    pattern: u32,
+    negated: bool,
 }
 
 /// The result of a lookup.
@@ -70,13 +61,17 @@ pub struct Scratch {
 pub struct RouteTable {
     routes: Vec<String>,
     junkyard: RouteId,
-    rules: Vec<CompiledRule>,
+    /// Route of each rule, by rule index.
+    rule_routes: Vec<RouteId>,
     /// Unescaped measurement -> lowest index of a `basic` rule naming it.
     basic: NameTable,
-    /// Indices of `tags` rules, ascending.
-    tags_rules: Vec<u32>,
-    /// Indices of regex/negregex rules, ascending.
-    regex_rules: Vec<u32>,
+    /// `tags` rules with their indices, ascending.
+    tags_rules: Vec<(u32, TagsRule)>,
+    /// Regex/negregex rules, ascending by index.
+    regex_rules: Vec<RegexRule>,
+    /// Lowest index of a tags or regex rule (`u32::MAX`: none): below a
+    /// line's best exact-name rule, they must be tried.
+    first_tags_or_regex: u32,
     regex: Option<Regex>,
     /// When every regex pattern is `^` and a plain literal (`^cpu_`), the
     /// literals by pattern id: a prefix compare decides each, not the
@@ -110,39 +105,37 @@ impl RouteTable {
             routes.push(name.to_string());
             Ok((routes.len() - 1) as RouteId)
         };
-        let mut compiled = Vec::with_capacity(rules.len());
+        let mut rule_routes = Vec::with_capacity(rules.len());
         let mut basic: Vec<(&[u8], u32)> = Vec::new();
         let mut tags_rules = Vec::new();
         let mut regex_rules = Vec::new();
         let mut patterns: Vec<&str> = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
-            let route = route_id(&rule.route)?;
-            let kind = match &rule.kind {
+            rule_routes.push(route_id(&rule.route)?);
+            match &rule.kind {
                 RuleKind::Basic(name) => {
                     // First rule for a name wins (`NameTable::new`); later
                     // duplicates can never match.
                     basic.push((name.as_bytes(), index as u32));
-                    Compiled::Basic
                 }
-                RuleKind::Tags(pairs) => {
-                    tags_rules.push(index as u32);
-                    Compiled::Tags(TagsRule::new(
+                RuleKind::Tags(pairs) => tags_rules.push((
+                    index as u32,
+                    TagsRule::new(
                         pairs
                             .iter()
                             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                             .collect(),
-                    ))
-                }
+                    ),
+                )),
                 RuleKind::Regex(p) | RuleKind::NegRegex(p) => {
-                    regex_rules.push(index as u32);
-                    patterns.push(p);
-                    Compiled::Regex {
-                        pattern: patterns.len() - 1,
+                    regex_rules.push(RegexRule {
+                        index: index as u32,
+                        pattern: patterns.len() as u32,
                         negated: matches!(rule.kind, RuleKind::NegRegex(_)),
-                    }
+                    });
+                    patterns.push(p);
                 }
-            };
-            compiled.push(CompiledRule { kind, route });
+            }
         }
         let junkyard = route_id(junkyard)?;
         if let Some(extra) = extra {
@@ -154,8 +147,8 @@ impl RouteTable {
             Some(Regex::new_many(&patterns).map_err(|e| {
                 let index = e
                     .pattern()
-                    .and_then(|p| regex_rules.get(p.as_usize()).copied())
-                    .unwrap_or(0) as usize;
+                    .and_then(|p| regex_rules.get(p.as_usize()))
+                    .map_or(0, |r| r.index as usize);
                 Error::BadRegex {
                     index,
                     message: e.to_string(),
@@ -170,8 +163,15 @@ impl RouteTable {
         Ok(RouteTable {
             routes,
             junkyard,
-            rules: compiled,
+            rule_routes,
             basic: NameTable::new(basic),
+            first_tags_or_regex: tags_rules
+                .first()
+                .map(|(i, _)| *i)
+                .into_iter()
+                .chain(regex_rules.first().map(|r| r.index))
+                .min()
+                .unwrap_or(u32::MAX),
             tags_rules,
             regex_rules,
             regex,
@@ -189,12 +189,12 @@ impl RouteTable {
     }
 
     pub fn rule_count(&self) -> usize {
-        self.rules.len()
+        self.rule_routes.len()
     }
 
     /// Route of rule `index`.
     pub fn rule_route(&self, index: usize) -> RouteId {
-        self.rules[index].route
+        self.rule_routes[index]
     }
 
     /// A scratch space for [`RouteTable::lookup`]; one per shard.
@@ -224,8 +224,7 @@ impl RouteTable {
                 best = index;
             }
         }
-        let below = |rules: &[u32]| rules.first().is_some_and(|&first| first < best);
-        if below(&self.tags_rules) || below(&self.regex_rules) {
+        if self.first_tags_or_regex < best {
             best = self.tags_and_regex(line, best, scratch);
         }
         if best == u32::MAX {
@@ -236,7 +235,7 @@ impl RouteTable {
         } else {
             Match {
                 rule: Some(best),
-                route: self.rules[best as usize].route,
+                route: self.rule_routes[best as usize],
             }
         }
     }
@@ -253,19 +252,17 @@ impl RouteTable {
     /// else `best`.
     #[inline(never)]
     fn tags_and_regex(&self, line: &Line<'_>, mut best: u32, scratch: &mut Scratch) -> u32 {
-        for &index in &self.tags_rules {
-            if index >= best {
+        for (index, rule) in &self.tags_rules {
+            if *index >= best {
                 break;
             }
-            if let Compiled::Tags(rule) = &self.rules[index as usize].kind {
-                if rule.matches(line.tags, line.escaped) {
-                    best = index;
-                    break;
-                }
+            if rule.matches(line.tags, line.escaped) {
+                best = *index;
+                break;
             }
         }
-        if let (Some(regex), Some(&first)) = (&self.regex, self.regex_rules.first()) {
-            if first < best {
+        if let (Some(regex), Some(first)) = (&self.regex, self.regex_rules.first()) {
+            if first.index < best {
                 best = self.regex_lookup(regex, line.raw, line.escaped, best, scratch);
             }
         }
@@ -295,46 +292,52 @@ impl RouteTable {
         // `^literal` (`prefixes`) is a prefix compare; otherwise the
         // automaton finds the matching patterns first.
         if self.prefixes.is_none() {
-            scratch.patterns.clear();
-            let cache = scratch.cache.get_or_insert_with(|| regex.create_cache());
-            if regex.pattern_len() == 1 {
-                // One pattern: whether it matches anywhere is the whole
-                // answer, and an earliest-match search may stop early (an
-                // anchored `^app_` looks at the line's start only), where
-                // the overlapping search that finds every pattern of a set
-                // runs the automaton over the whole line.
-                let input = Input::new(haystack).earliest(true);
-                if regex.search_half_with(cache, &input).is_some() {
-                    scratch.patterns.insert(regex_automata::PatternID::ZERO);
-                }
-            } else {
-                regex.which_overlapping_matches_with(
-                    cache,
-                    &Input::new(haystack),
-                    &mut scratch.patterns,
-                );
-            }
+            run_automaton(regex, haystack, &mut scratch.cache, &mut scratch.patterns);
         }
-        let hit = |p: usize| match &self.prefixes {
+        let hit = |p: u32| match &self.prefixes {
             Some(prefixes) => {
-                let prefix = &prefixes[p];
+                let prefix = &prefixes[p as usize];
                 haystack.len() >= prefix.len() && eq_bytes(&haystack[..prefix.len()], prefix)
             }
             None => scratch
                 .patterns
-                .contains(regex_automata::PatternID::must(p)),
+                .contains(regex_automata::PatternID::must(p as usize)),
         };
-        for &index in &self.regex_rules {
-            if index >= best {
+        for rule in &self.regex_rules {
+            if rule.index >= best {
                 break;
             }
-            if let Compiled::Regex { pattern, negated } = self.rules[index as usize].kind {
-                if hit(pattern) != negated {
-                    return index;
-                }
+            if hit(rule.pattern) != rule.negated {
+                return rule.index;
             }
         }
         best
+    }
+}
+
+/// Fill `patterns` with the ids of the patterns that match `haystack`.
+/// Out of line: the automaton's search needs a large stack frame, which
+/// the prefix compares and tags rules of the caller should not pay for.
+#[inline(never)]
+fn run_automaton(
+    regex: &Regex,
+    haystack: &[u8],
+    cache: &mut Option<Cache>,
+    patterns: &mut PatternSet,
+) {
+    patterns.clear();
+    let cache = cache.get_or_insert_with(|| regex.create_cache());
+    if regex.pattern_len() == 1 {
+        // One pattern: whether it matches anywhere is the whole answer, and
+        // an earliest-match search may stop early (an anchored `^app_` looks
+        // at the line's start only), where the overlapping search that finds
+        // every pattern of a set runs the automaton over the whole line.
+        let input = Input::new(haystack).earliest(true);
+        if regex.search_half_with(cache, &input).is_some() {
+            patterns.insert(regex_automata::PatternID::ZERO);
+        }
+    } else {
+        regex.which_overlapping_matches_with(cache, &Input::new(haystack), patterns);
     }
 }
 

@@ -69,11 +69,11 @@ pub(super) fn tags_match_split(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)])
 /// section: it starts at the section's start or after a `,`, and is
 /// followed by the end or a `,`.
 ///
-/// Sixteen bytes at a time, the candidates are the bytes equal to the
-/// needle's first byte whose previous byte is a `,` (or that open the
-/// section); only those are compared. A section shorter than sixteen bytes
-/// is copied into a zeroed block first (bytes past its end are never
-/// candidates: a start must leave room for the whole needle).
+/// The candidates are the bytes equal to the needle's first byte whose
+/// previous byte is a `,` (or that open the section), found for up to 64
+/// start positions at a time, sixteen bytes per compare; only those are
+/// compared with the needle. A section shorter than sixteen bytes is copied
+/// into a zeroed block first.
 #[inline]
 pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
     let (n, len) = (section.len(), needle.len());
@@ -82,10 +82,6 @@ pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
     }
     // The last byte a whole-needle occurrence can start at.
     let last = n - len;
-    let first = needle[0];
-    let whole_at = |at: usize| {
-        (at + len == n || section[at + len] == b',') && eq_bytes(&section[at..at + len], needle)
-    };
     let mut block = [0u8; 16];
     let data: &[u8] = if n >= 16 {
         section
@@ -93,30 +89,48 @@ pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
         block[..n].copy_from_slice(section);
         &block
     };
-    // Bit 0: whether the block's first byte follows a `,` (the section's
-    // start counts as one).
-    let mut after_comma = 1u32;
-    let mut at = 0;
-    while at <= last {
-        // The sixteen bytes from `at`, or, near the end, the last sixteen
-        // shifted so bit 0 is still `at`.
-        let base = at.min(data.len() - 16);
-        let (commas, firsts) = block_masks(&data[base..base + 16], first);
-        let (commas, firsts) = (commas >> (at - base), firsts >> (at - base));
+    // Bit 0 of the window: whether its first byte follows a `,` (the
+    // section's start counts as one).
+    let mut after_comma = 1u64;
+    let mut from = 0;
+    loop {
+        let (commas, firsts) = window_masks(data, from, last, needle[0]);
         let mut candidates = firsts & ((commas << 1) | after_comma);
-        if last - at < 15 {
-            candidates &= (2u32 << (last - at)) - 1;
-        }
         while candidates != 0 {
-            if whole_at(at + candidates.trailing_zeros() as usize) {
+            let at = from + candidates.trailing_zeros() as usize;
+            if (at + len == n || section[at + len] == b',')
+                && eq_bytes(&section[at..at + len], needle)
+            {
                 return true;
             }
             candidates &= candidates - 1;
         }
-        after_comma = (commas >> 15) & 1;
-        at += 16;
+        if last - from < 64 {
+            return false;
+        }
+        after_comma = commas >> 63;
+        from += 64;
     }
-    false
+}
+
+/// `block_masks` for the start positions `from..=last`, at most 64 of them:
+/// bit `i` is byte `from + i`. `data` holds at least sixteen bytes; a block
+/// that would run past its end is loaded from its last sixteen and shifted.
+#[inline(always)]
+fn window_masks(data: &[u8], from: usize, last: usize, first: u8) -> (u64, u64) {
+    let count = (last - from + 1).min(64);
+    let (mut commas, mut firsts) = (0u64, 0u64);
+    let mut q = 0;
+    while q < count {
+        let at = from + q;
+        let base = at.min(data.len() - 16);
+        let (c, f) = block_masks(&data[base..base + 16], first);
+        commas |= u64::from(c >> (at - base)) << q;
+        firsts |= u64::from(f >> (at - base)) << q;
+        q += 16;
+    }
+    let keep = u64::MAX >> (64 - count);
+    (commas & keep, firsts & keep)
 }
 
 /// Bit `i` of the first mask: `bytes[i]` is a `,`; of the second: it is `first`.
@@ -190,11 +204,11 @@ mod tests {
 
     #[test]
     fn pairs_at_every_offset_and_section_length() {
-        // The needle at each offset of sections from 1 to 80 bytes, so
-        // every block boundary, the shifted last block and the short-section
-        // copy are crossed.
+        // The needle at each offset of sections from 1 to 160 bytes, so
+        // every block and window boundary, the shifted last block and the
+        // short-section copy are crossed.
         let needle = b"region=us-east-1";
-        for n in 1..80 {
+        for n in 1..160 {
             for at in 0..n {
                 let mut section = vec![b'x'; n];
                 if at > 0 {
@@ -233,7 +247,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(4000))]
         #[test]
         fn has_pair_agrees_with_its_definition(
-            section in proptest::collection::vec(prop::sample::select(&b"ab=,x"[..]), 0..100),
+            section in proptest::collection::vec(prop::sample::select(&b"ab=,x"[..]), 0..200),
             needle in proptest::collection::vec(prop::sample::select(&b"ab=x"[..]), 1..20),
         ) {
             prop_assert_eq!(has_pair(&section, &needle), has_pair_reference(&section, &needle));
