@@ -1,7 +1,8 @@
 //! Shard: one pinned thread's loop. Receive a batch of datagrams, split and
-//! scan lines, check them, route them, append them to the route's open chunk,
-//! and offer sealed chunks to the subscribed sinks' queues. A shard shares
-//! nothing with other shards but those queues, and never blocks on a sink.
+//! scan lines, check them, route them, append them to the open chunk of the
+//! route's delivery group, and offer sealed chunks to the subscribed sinks'
+//! queues. A shard shares nothing with other shards but those queues, and
+//! never blocks on a sink.
 pub mod debug;
 
 use std::net::SocketAddr;

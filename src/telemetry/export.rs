@@ -210,7 +210,7 @@ impl Collector for Telemetry {
         counter_family(
             e,
             "sluice_routed_lines",
-            "Lines appended to a route's chunks.",
+            "Lines routed to a route and appended to a chunk for its sinks.",
             &routed,
         )?;
         let rules: Vec<_> = self
