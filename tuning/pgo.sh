@@ -19,6 +19,8 @@
 #
 # Knobs (environment):
 #   TRAIN_RATE=100MB/s TRAIN_DURATION=5s TRAIN_PAYLOADS="1400 8192"
+#   TRAIN_RULES="none mixed"   `verify --rules` tables to train with: without
+#                   rules the routing code is never run and stays unoptimised
 #   TRAIN_ARGS=""   more `verify` options for the training runs, e.g. the
 #                   shape of your fleet's lines: "--fields 12 --precision ms"
 # Then run it like any sluice (the systemd unit expects /usr/local/bin/sluice),
@@ -86,12 +88,14 @@ cargo build --release -p sluice-loadgen
 
 echo "pgo: 2/3 training"
 for payload in ${TRAIN_PAYLOADS:-1400 8192}; do
-    # shellcheck disable=SC2086 # TRAIN_ARGS is a list of options
-    "$target/release/sluice-loadgen" verify \
-        --sluice "$target/pgo-gen/$host/release/sluice" \
-        --rate "${TRAIN_RATE:-100MB/s}" --duration "${TRAIN_DURATION:-5s}" \
-        --payload "$payload" --no-progress ${TRAIN_ARGS:-} |
-        grep -E '^ *(offered|result|SUT cpu )' || true
+    for rules in ${TRAIN_RULES:-none mixed}; do
+        # shellcheck disable=SC2086 # TRAIN_ARGS is a list of options
+        "$target/release/sluice-loadgen" verify \
+            --sluice "$target/pgo-gen/$host/release/sluice" \
+            --rate "${TRAIN_RATE:-100MB/s}" --duration "${TRAIN_DURATION:-5s}" \
+            --payload "$payload" --rules "$rules" --no-progress ${TRAIN_ARGS:-} |
+            grep -E '^ *(offered|result|SUT cpu )' || true
+    done
 done
 # verify stops sluice with SIGTERM; sluice exits normally and writes its profile then.
 ls "$raw"/*.profraw >/dev/null 2>&1 || { echo "pgo: the training wrote no profile" >&2; exit 1; }

@@ -82,6 +82,46 @@ pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
     }
     // The last byte a whole-needle occurrence can start at.
     let last = n - len;
+    if n < 16 || last >= 32 {
+        return has_pair_windows(section, needle);
+    }
+    // The common case, a section of 16 bytes or more whose starts all lie
+    // in its first 32 bytes: one or two blocks, no loop. The second block
+    // is the sixteen bytes from 16, or the section's last sixteen shifted
+    // so bit 0 is byte 16.
+    let first = needle[0];
+    let (mut commas, mut firsts) = block_masks(&section[..16], first);
+    if last >= 16 {
+        let base = (n - 16).min(16);
+        let (c, f) = block_masks(&section[base..base + 16], first);
+        commas |= (c >> (16 - base)) << 16;
+        firsts |= (f >> (16 - base)) << 16;
+    }
+    let starts = (u64::from(commas) << 1) | 1;
+    let mut candidates = u64::from(firsts) & starts & ((2u64 << last) - 1);
+    while candidates != 0 {
+        if whole_at(section, needle, candidates.trailing_zeros() as usize) {
+            return true;
+        }
+        candidates &= candidates - 1;
+    }
+    false
+}
+
+/// `needle` starts at `at` (at most `section.len() - needle.len()`) and
+/// ends at a `,` or the section's end.
+#[inline(always)]
+fn whole_at(section: &[u8], needle: &[u8], at: usize) -> bool {
+    let end = at + needle.len();
+    (end == section.len() || section[end] == b',') && eq_bytes(&section[at..end], needle)
+}
+
+/// `has_pair` for any section: windows of up to 64 start positions. A
+/// section shorter than sixteen bytes is copied into a zeroed block first.
+#[inline(never)]
+fn has_pair_windows(section: &[u8], needle: &[u8]) -> bool {
+    let (n, len) = (section.len(), needle.len());
+    let last = n - len;
     let mut block = [0u8; 16];
     let data: &[u8] = if n >= 16 {
         section
@@ -97,10 +137,7 @@ pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
         let (commas, firsts) = window_masks(data, from, last, needle[0]);
         let mut candidates = firsts & ((commas << 1) | after_comma);
         while candidates != 0 {
-            let at = from + candidates.trailing_zeros() as usize;
-            if (at + len == n || section[at + len] == b',')
-                && eq_bytes(&section[at..at + len], needle)
-            {
+            if whole_at(section, needle, from + candidates.trailing_zeros() as usize) {
                 return true;
             }
             candidates &= candidates - 1;
