@@ -82,23 +82,25 @@ pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
     }
     // The last byte a whole-needle occurrence can start at.
     let last = n - len;
-    if n < 16 || last >= 32 {
+    if n < 16 || last >= 64 {
         return has_pair_windows(section, needle);
     }
     // The common case, a section of 16 bytes or more whose starts all lie
-    // in its first 32 bytes: one or two blocks, no loop. The second block
-    // is the sixteen bytes from 16, or the section's last sixteen shifted
-    // so bit 0 is byte 16.
+    // in its first 64 bytes: the blocks from 0, 16, 32, 48 up to `last`,
+    // the one that would run past the end loaded from the section's last
+    // sixteen bytes and shifted into place; no window bookkeeping.
     let first = needle[0];
-    let (mut commas, mut firsts) = block_masks(&section[..16], first);
-    if last >= 16 {
-        let base = (n - 16).min(16);
+    let (c, f) = block_masks(&section[..16], first);
+    let (mut commas, mut firsts) = (u64::from(c), u64::from(f));
+    let mut at = 16;
+    while at <= last {
+        let base = (n - 16).min(at);
         let (c, f) = block_masks(&section[base..base + 16], first);
-        commas |= (c >> (16 - base)) << 16;
-        firsts |= (f >> (16 - base)) << 16;
+        commas |= u64::from(c >> (at - base)) << at;
+        firsts |= u64::from(f >> (at - base)) << at;
+        at += 16;
     }
-    let starts = (u64::from(commas) << 1) | 1;
-    let mut candidates = u64::from(firsts) & starts & ((2u64 << last) - 1);
+    let mut candidates = firsts & ((commas << 1) | 1) & (u64::MAX >> (63 - last));
     while candidates != 0 {
         if whole_at(section, needle, candidates.trailing_zeros() as usize) {
             return true;
