@@ -86,36 +86,25 @@ pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
         return has_pair_windows(section, needle);
     }
     // The common case, a section of 16 bytes or more whose starts all lie
-    // in its first 64 bytes: the blocks from 0, 16, 32, 48 up to `last`,
-    // the one that would run past the end loaded from the section's last
-    // sixteen bytes and shifted into place; no window bookkeeping.
-    let first = needle[0];
-    let (c, f) = block_masks(&section[..16], first);
-    let (mut commas, mut firsts) = (u64::from(c), u64::from(f));
-    let mut at = 16;
-    while at <= last {
-        let base = (n - 16).min(at);
-        let (c, f) = block_masks(&section[base..base + 16], first);
-        commas |= u64::from(c >> (at - base)) << at;
-        firsts |= u64::from(f >> (at - base)) << at;
-        at += 16;
-    }
-    let mut candidates = firsts & ((commas << 1) | 1) & (u64::MAX >> (63 - last));
+    // in its first 64 bytes: one window, inlined.
+    let (commas, firsts) = window_masks(section, 0, last, needle[0]);
+    any_whole(section, needle, 0, firsts & ((commas << 1) | 1))
+}
+
+/// Whether `needle` is a whole tag at one of the `candidates` (bit `i`:
+/// start `from + i`, each at most `section.len() - needle.len()`): it ends
+/// at a `,` or the section's end.
+#[inline(always)]
+fn any_whole(section: &[u8], needle: &[u8], from: usize, mut candidates: u64) -> bool {
     while candidates != 0 {
-        if whole_at(section, needle, candidates.trailing_zeros() as usize) {
+        let at = from + candidates.trailing_zeros() as usize;
+        let end = at + needle.len();
+        if (end == section.len() || section[end] == b',') && eq_bytes(&section[at..end], needle) {
             return true;
         }
         candidates &= candidates - 1;
     }
     false
-}
-
-/// `needle` starts at `at` (at most `section.len() - needle.len()`) and
-/// ends at a `,` or the section's end.
-#[inline(always)]
-fn whole_at(section: &[u8], needle: &[u8], at: usize) -> bool {
-    let end = at + needle.len();
-    (end == section.len() || section[end] == b',') && eq_bytes(&section[at..end], needle)
 }
 
 /// `has_pair` for any section: windows of up to 64 start positions. A
@@ -137,12 +126,13 @@ fn has_pair_windows(section: &[u8], needle: &[u8]) -> bool {
     let mut from = 0;
     loop {
         let (commas, firsts) = window_masks(data, from, last, needle[0]);
-        let mut candidates = firsts & ((commas << 1) | after_comma);
-        while candidates != 0 {
-            if whole_at(section, needle, from + candidates.trailing_zeros() as usize) {
-                return true;
-            }
-            candidates &= candidates - 1;
+        if any_whole(
+            section,
+            needle,
+            from,
+            firsts & ((commas << 1) | after_comma),
+        ) {
+            return true;
         }
         if last - from < 64 {
             return false;
@@ -157,18 +147,22 @@ fn has_pair_windows(section: &[u8], needle: &[u8]) -> bool {
 /// that would run past its end is loaded from its last sixteen and shifted.
 #[inline(always)]
 fn window_masks(data: &[u8], from: usize, last: usize, first: u8) -> (u64, u64) {
-    let count = (last - from + 1).min(64);
-    let (mut commas, mut firsts) = (0u64, 0u64);
-    let mut q = 0;
-    while q < count {
-        let at = from + q;
+    // The last start position in this window, as an offset from `from`.
+    let span = (last - from).min(63);
+    let block = |at: usize| {
         let base = at.min(data.len() - 16);
         let (c, f) = block_masks(&data[base..base + 16], first);
-        commas |= u64::from(c >> (at - base)) << q;
-        firsts |= u64::from(f >> (at - base)) << q;
+        (u64::from(c >> (at - base)), u64::from(f >> (at - base)))
+    };
+    let (mut commas, mut firsts) = block(from);
+    let mut q = 16;
+    while q <= span {
+        let (c, f) = block(from + q);
+        commas |= c << q;
+        firsts |= f << q;
         q += 16;
     }
-    let keep = u64::MAX >> (64 - count);
+    let keep = u64::MAX >> (63 - span);
     (commas & keep, firsts & keep)
 }
 
