@@ -425,12 +425,20 @@ fn sibling_sluice() -> Option<std::path::PathBuf> {
     path.exists().then_some(path)
 }
 
+/// `sibling_sluice`, or `None` after saying why the sluice part of a test is
+/// skipped: only under `cargo test -p sluice-loadgen` alone; the README's
+/// `cargo test --workspace` builds sluice too.
+fn sibling_sluice_or_skip() -> Option<std::path::PathBuf> {
+    let sluice = sibling_sluice();
+    if sluice.is_none() {
+        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run the sluice part of this test");
+    }
+    sluice
+}
+
 #[test]
 fn verify_find_max_compare_baseline_searches_both() {
-    let Some(sluice) = sibling_sluice() else {
-        // Only under `cargo test -p sluice-loadgen` alone; the README's
-        // `cargo test --workspace` builds sluice too.
-        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this test");
+    let Some(sluice) = sibling_sluice_or_skip() else {
         return;
     };
     let (stdout, v) = verify_json(
@@ -487,8 +495,7 @@ fn verify_find_max_compare_baseline_searches_both() {
 /// third of the blast, and on the plot's right axis.
 #[test]
 fn verify_default_sink_settings_and_rss_over_time() {
-    let Some(sluice) = sibling_sluice() else {
-        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this test");
+    let Some(sluice) = sibling_sluice_or_skip() else {
         return;
     };
     let plot = std::env::temp_dir().join(format!("loadgen-rss-{}.svg", std::process::id()));
@@ -580,8 +587,7 @@ fn verify_default_sink_settings_and_rss_over_time() {
 /// reason, not after a 20 s wait for a listening line that never comes.
 #[test]
 fn verify_reports_why_the_sut_did_not_start() {
-    let Some(sluice) = sibling_sluice() else {
-        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this test");
+    let Some(sluice) = sibling_sluice_or_skip() else {
         return;
     };
     let started = std::time::Instant::now();
@@ -698,10 +704,7 @@ fn verify_balance_datagram_spreads_both_suts() {
     let r = &v["run"];
     assert_eq!(r["lost_lines_max"].as_u64(), Some(0), "{r}");
     assert_eq!(r["accounting_agrees"].as_bool(), Some(true), "{r}");
-    let Some(sluice) = sibling_sluice() else {
-        eprintln!(
-            "no sluice binary beside sluice-loadgen; build the workspace to run the sluice half"
-        );
+    let Some(sluice) = sibling_sluice_or_skip() else {
         return;
     };
     let (stdout, v) = verify_json(
@@ -738,8 +741,7 @@ fn verify_balance_datagram_spreads_both_suts() {
 /// route of the first rule that matches, and still delivers every line 4×.
 #[test]
 fn verify_rules_route_every_line_by_its_first_matching_rule() {
-    let Some(sluice) = sibling_sluice() else {
-        eprintln!("no sluice binary beside sluice-loadgen; build the workspace to run this");
+    let Some(sluice) = sibling_sluice_or_skip() else {
         return;
     };
     let (stdout, v) = verify_json(
