@@ -2,8 +2,8 @@
 //! printable ASCII, no backslash, no quote (so no escapes and no string
 //! fields), single spaces, numbers without exponents.
 //!
-//! It classifies the whole line 32 bytes at a time (AVX2; SSE2 and portable
-//! fallbacks) into bitmasks of structural bytes (space, `,`, `=`) and digits,
+//! It classifies bytes 32 at a time (AVX2; SSE2 and portable fallbacks) into
+//! bitmasks of structural bytes (space, `,`, `=`), digits and newlines,
 //! rejects to the full scanner on any byte it does not handle (quote,
 //! backslash, control, DEL, non-ASCII), then walks the structure bit by bit
 //! instead of byte by byte and validates numbers on the digit mask. It never reports
@@ -11,13 +11,19 @@
 //! (`scan::scan_line`) decides, so the precise error reasons and every edge
 //! case live in one place.
 //!
+//! Two ways in: a whole datagram classified at once (`DatagramMasks`, the
+//! shards' path: each byte is classified once and the newline mask splits
+//! the lines, with no separate newline search), or one line at a time
+//! (`Masks`, for datagrams holding a byte the fast path declines, and for
+//! `scan_line`). Both walk the same masks the same way (`walk`).
+//!
 //! Invariant (tested against the full scanner): `scan_with(l, _) == Some(x)` implies
-//! `scan::scan_line(l) == Ok(x)`.
+//! `scan::scan_line(l) == Ok(x)`, and so does `scan_in(d, s, e, _)` for `l = d[s..e]`.
 
 use super::{scan, Line};
 
-/// Longest line the fast path takes (keeps the masks on the stack; such lines
-/// are far below `KEY_LEN_MAX`, so the key-length check cannot fire).
+/// Longest line the fast path takes (keeps the per-line masks on the stack;
+/// such lines are far below `KEY_LEN_MAX`, so the key-length check cannot fire).
 const LEN_MAX: usize = 1024;
 const BLOCKS_MAX: usize = LEN_MAX / 64;
 /// Tags remembered for the duplicate check; more go to the full scanner.
@@ -38,7 +44,25 @@ pub(super) fn scan_with<'a>(raw: &'a [u8], masks: &mut Masks) -> Option<Line<'a>
     if !classify(raw, masks) {
         return None;
     }
-    walk(raw, masks)
+    walk(raw, 0, n, masks.view())
+}
+
+/// Scan the line `datagram[start..end]` (without its newline) on the masks
+/// of its whole datagram, which `DatagramMasks::classify` found plain; `None`
+/// means "ask the full scanner".
+#[inline(always)]
+pub(super) fn scan_in<'a>(
+    datagram: &'a [u8],
+    start: usize,
+    end: usize,
+    masks: &DatagramMasks,
+) -> Option<Line<'a>> {
+    debug_assert!(start <= end && end <= datagram.len() && masks.len == datagram.len());
+    let n = end - start;
+    if n == 0 || n > LEN_MAX {
+        return None;
+    }
+    walk(datagram, start, end, masks.view())
 }
 
 /// Index of the first `\n` in `hay`: the line splitter's search. Lines are
@@ -57,12 +81,13 @@ pub(super) fn find_newline(hay: &[u8]) -> Option<usize> {
 }
 
 /// Per 64-byte block of a line: which bytes are structural (space, `,`,
-/// `=`) and which are ASCII digits. Only the line's `blocks` (and the spare
+/// `=`, newline), ASCII digits and newlines. Only the line's `blocks` (and the spare
 /// digits block after them) are meaningful.
 pub(super) struct Masks {
     structural: [u64; BLOCKS_MAX],
     /// One spare zero block, so `digits` may always read the next block.
     digits: [u64; BLOCKS_MAX + 1],
+    newlines: [u64; BLOCKS_MAX],
     blocks: usize,
 }
 
@@ -71,20 +96,96 @@ impl Masks {
         Masks {
             structural: [0; BLOCKS_MAX],
             digits: [0; BLOCKS_MAX + 1],
+            newlines: [0; BLOCKS_MAX],
             blocks: 0,
         }
     }
 
+    fn view(&self) -> View<'_> {
+        View {
+            structural: &self.structural[..self.blocks],
+            digits: &self.digits[..self.blocks + 1],
+        }
+    }
+}
+
+/// The masks of a whole datagram (any length), grown to the largest one
+/// seen and reused: the shards' path.
+#[derive(Default)]
+pub(super) struct DatagramMasks {
+    structural: Vec<u64>,
+    /// One spare zero block, as `Masks::digits`.
+    digits: Vec<u64>,
+    newlines: Vec<u64>,
+    blocks: usize,
+    /// Length of the datagram classified last.
+    len: usize,
+}
+
+impl DatagramMasks {
+    /// Classify `datagram`. `false`: it holds a byte the fast path declines
+    /// (the masks are then incomplete; split and scan it line by line).
+    #[inline]
+    pub(super) fn classify(&mut self, datagram: &[u8]) -> bool {
+        let blocks = datagram.len().div_ceil(64);
+        if self.digits.len() < blocks + 1 {
+            self.structural.resize(blocks, 0);
+            self.digits.resize(blocks + 1, 0);
+            self.newlines.resize(blocks, 0);
+        }
+        self.blocks = blocks;
+        self.len = datagram.len();
+        classify_into(
+            datagram,
+            Out {
+                structural: &mut self.structural[..blocks],
+                digits: &mut self.digits[..blocks + 1],
+                newlines: &mut self.newlines[..blocks],
+            },
+        )
+    }
+
+    /// Position of the first `\n` at or after `from` (`from < len`).
+    #[inline(always)]
+    pub(super) fn next_newline(&self, from: usize) -> Option<usize> {
+        debug_assert!(from < self.len);
+        let newlines = &self.newlines[..self.blocks];
+        let mut block = from / 64;
+        let mut bits = newlines[block] & (u64::MAX << (from % 64));
+        while bits == 0 {
+            block += 1;
+            bits = *newlines.get(block)?;
+        }
+        Some(block * 64 + bits.trailing_zeros() as usize)
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            structural: &self.structural[..self.blocks],
+            digits: &self.digits[..self.blocks + 1],
+        }
+    }
+}
+
+/// The masks `walk` reads: `structural` covers every byte of the text the
+/// positions index (`blocks` words), `digits` one spare zero word more.
+#[derive(Clone, Copy)]
+struct View<'m> {
+    structural: &'m [u64],
+    digits: &'m [u64],
+}
+
+impl View<'_> {
     /// Digit bits of `len` (1..=64) bytes from `start`, bit 0 = `start`.
     #[inline(always)]
     fn digits(&self, start: usize, len: usize) -> u64 {
         let (block, offset) = (start / 64, start % 64);
         // Two shifts, so an offset of 0 shifts the next block out entirely
         // (one shift by 64 would overflow) without a branch.
-        debug_assert!(start < LEN_MAX && block < self.blocks);
-        // SAFETY: callers pass bytes of the line (`start < n <= LEN_MAX`), so
-        // `block < self.blocks <= BLOCKS_MAX` and `block + 1 <= BLOCKS_MAX`:
-        // both inside `digits`, whose spare last entry is zero.
+        debug_assert!(block + 1 < self.digits.len());
+        // SAFETY: callers pass a byte of the text (`start` below its length),
+        // so `block < blocks` and `block + 1 <= blocks < digits.len()`: both
+        // inside `digits`, whose spare last entry is zero.
         let (this, next) = unsafe {
             (
                 *self.digits.get_unchecked(block),
@@ -103,7 +204,9 @@ fn ones(len: usize) -> u64 {
     u64::MAX >> (64 - len)
 }
 
-/// The structural bytes of a line, in order.
+/// The structural bytes of a text from a start position on, in order.
+/// A newline counts as structural: it ends a line's last token as the
+/// text's end does, so the walk needs no bound of its own.
 struct Structurals<'m> {
     masks: &'m [u64],
     block: usize,
@@ -111,15 +214,17 @@ struct Structurals<'m> {
 }
 
 impl<'m> Structurals<'m> {
-    fn new(masks: &'m [u64]) -> Self {
+    #[inline(always)]
+    fn new(masks: &'m [u64], start: usize) -> Self {
+        let block = start / 64;
         Structurals {
             masks,
-            block: 0,
-            bits: masks[0],
+            block,
+            bits: masks[block] & (u64::MAX << (start % 64)),
         }
     }
 
-    /// Position of the next structural byte, `None` at the end of the line.
+    /// Position of the next structural byte, `None` at the end of the text.
     #[inline(always)]
     fn next(&mut self) -> Option<usize> {
         while self.bits == 0 {
@@ -133,116 +238,123 @@ impl<'m> Structurals<'m> {
 }
 
 /// The byte at a position taken from the masks: a structural position (from
-/// `Structurals`, which yields only set bits of the line's masks) or a bit of
-/// a value's masked digit bits. `for_blocks` sets bits only for bytes inside
-/// the line (the tail block is shifted or padded) and value bits are cut to
-/// the value's length, so such positions are always below `raw.len()`.
+/// `Structurals`, which yields only set bits of the text's bytes) or a bit
+/// of a value's masked digit bits (cut to the value's length), so such
+/// positions are always below `text.len()`.
 #[inline(always)]
-fn byte(raw: &[u8], at: usize) -> u8 {
-    debug_assert!(at < raw.len());
-    // SAFETY: `at < raw.len()`, by the invariant above.
-    unsafe { *raw.get_unchecked(at) }
+fn byte(text: &[u8], at: usize) -> u8 {
+    debug_assert!(at < text.len());
+    // SAFETY: `at < text.len()`, by the invariant above.
+    unsafe { *text.get_unchecked(at) }
 }
 
+/// Walk the line `text[start..end]` (`start < end`) on the masks of `text`,
+/// which the classifier found free of bytes the fast path declines. The
+/// line ends at a newline (structural) or at the text's end: the first
+/// structural position at or past `end` is `end` itself, or there is none.
+/// Positions are `text`'s; the `Line` is the line's.
 #[inline(always)]
-fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
-    let n = raw.len();
-    let mut it = Structurals::new(&masks.structural[..masks.blocks]);
+fn walk<'a>(text: &'a [u8], start: usize, end: usize, masks: View<'_>) -> Option<Line<'a>> {
+    let (s, e) = (start, end);
+    let raw = &text[s..e];
+    let mut it = Structurals::new(masks.structural, s);
     // Leading spaces and an empty measurement are the full scanner's business.
     if raw[0] == b' ' || raw[0] == b',' {
         return None;
     }
     // Measurement: up to the first `,` or space (a bare `=` belongs to it).
     let mut at = it.next()?;
-    while byte(raw, at) == b'=' {
+    while byte(text, at) == b'=' {
         at = it.next()?;
     }
     let measurement_end = at;
-    let (tags_start, tags_end) = if byte(raw, at) == b',' {
-        let start = at + 1;
-        let mut keys = [(0u16, 0u16); TAGS_MAX];
+    let (tags_start, tags_end) = if byte(text, at) == b',' {
+        let tags_start = at + 1;
+        let mut keys = [(0u32, 0u32); TAGS_MAX];
         let mut count = 0;
-        let mut key_start = start;
+        let mut key_start = tags_start;
         loop {
             let equals = it.next()?;
-            if byte(raw, equals) != b'=' || equals == key_start || count == TAGS_MAX {
+            if byte(text, equals) != b'=' || equals == key_start || count == TAGS_MAX {
                 return None;
             }
-            let key = &raw[key_start..equals];
-            for &(s, e) in &keys[..count] {
-                let seen = &raw[s as usize..e as usize];
+            let key = &text[key_start..equals];
+            for &(ks, ke) in &keys[..count] {
+                let seen = &text[ks as usize..ke as usize];
                 // Length and first byte settle almost every pair without a memcmp call.
                 if seen.len() == key.len() && seen[0] == key[0] && seen == key {
                     return None;
                 }
             }
-            keys[count] = (key_start as u16, equals as u16);
+            keys[count] = (key_start as u32, equals as u32);
             count += 1;
-            let end = it.next()?;
-            if byte(raw, end) == b'=' || end == equals + 1 {
+            let value_end = it.next()?;
+            if value_end == equals + 1 {
                 return None;
             }
-            if byte(raw, end) == b' ' {
-                at = end;
-                break (start, end);
+            match byte(text, value_end) {
+                b' ' => {
+                    at = value_end;
+                    break (tags_start, value_end);
+                }
+                b',' => key_start = value_end + 1,
+                // `=` in a value, or the line's end (a newline) before the fields.
+                _ => return None,
             }
-            key_start = end + 1;
         }
     } else {
         (at, at)
     };
-    // `raw[at]` is the single space before the fields.
+    // `text[at]` is the single space before the fields.
     let fields_start = at + 1;
-    if fields_start >= n || raw[fields_start] == b' ' {
+    if fields_start >= e || text[fields_start] == b' ' {
         return None;
+    }
+    // A macro, not a closure: the closure was not inlined.
+    macro_rules! line {
+        ($fields_end:expr, $timestamp:expr, $timestamp_offset:expr) => {
+            Line {
+                raw,
+                measurement: &text[s..measurement_end],
+                tags: &text[tags_start..tags_end],
+                fields: &text[fields_start..$fields_end],
+                timestamp: $timestamp,
+                timestamp_offset: $timestamp_offset,
+                // The classifier turned away every line with a backslash.
+                escaped: false,
+            }
+        };
     }
     let mut key_start = fields_start;
     loop {
         let equals = it.next()?;
-        if byte(raw, equals) != b'=' || equals == key_start {
+        if byte(text, equals) != b'=' || equals == key_start {
             return None;
         }
-        let end = it.next().unwrap_or(n);
-        if end < n && byte(raw, end) == b'=' {
+        let value_end = it.next().unwrap_or(e);
+        if value_end < e && byte(text, value_end) == b'=' {
             return None;
         }
-        if !value_ok(raw, equals + 1, end, masks) {
+        if !value_ok(text, equals + 1, value_end, masks) {
             return None;
         }
-        if end == n {
-            return Some(Line {
-                raw,
-                measurement: &raw[..measurement_end],
-                tags: &raw[tags_start..tags_end],
-                fields: &raw[fields_start..n],
-                timestamp: None,
-                timestamp_offset: n,
-                // `classify` turned away every line with a backslash.
-                escaped: false,
-            });
+        if value_end == e {
+            return Some(line!(e, None, e - s));
         }
-        if byte(raw, end) == b' ' {
+        if byte(text, value_end) == b' ' {
             // Timestamp: the rest of the line, with no structural byte in it.
-            let ts_start = end + 1;
-            if ts_start == n || it.next().is_some() {
+            let ts_start = value_end + 1;
+            if ts_start == e || it.next().is_some_and(|at| at != e) {
                 return None;
             }
-            let timestamp = timestamp(raw, ts_start, masks)?;
-            return Some(Line {
-                raw,
-                measurement: &raw[..measurement_end],
-                tags: &raw[tags_start..tags_end],
-                fields: &raw[fields_start..end],
-                timestamp: Some(timestamp),
-                timestamp_offset: ts_start,
-                escaped: false,
-            });
+            let timestamp = timestamp(text, ts_start, e, masks)?;
+            return Some(line!(value_end, Some(timestamp), ts_start - s));
         }
-        key_start = end + 1;
+        key_start = value_end + 1;
     }
 }
 
-/// A field value `raw[start..end]` without quotes or backslashes: a number
+/// A field value `text[start..end]` without quotes or backslashes: a number
 /// without exponent (`-?d+`, `-?d*.d*` with at least one digit, `-?d+i`,
 /// `d+u`, within the digit counts whose range needs no check, so no float
 /// can overflow: values are at most 64 bytes) or a boolean. Anything else,
@@ -250,15 +362,15 @@ fn walk<'a>(raw: &'a [u8], masks: &Masks) -> Option<Line<'a>> {
 /// only the non-digit bytes (a point, sign, suffix or a boolean's letters)
 /// are read.
 #[inline(always)]
-fn value_ok(raw: &[u8], start: usize, end: usize, masks: &Masks) -> bool {
-    debug_assert!(start <= end && end <= raw.len());
+fn value_ok(text: &[u8], start: usize, end: usize, masks: View<'_>) -> bool {
+    debug_assert!(start <= end && end <= text.len());
     let len = end - start;
     if len == 0 || len > 64 {
         return false;
     }
     // SAFETY: `start` is just past an `=` and `end` the next structural
-    // position or the line's end, so `start <= end <= raw.len()`.
-    let v = unsafe { raw.get_unchecked(start..end) };
+    // position or the line's end, so `start <= end <= text.len()`.
+    let v = unsafe { text.get_unchecked(start..end) };
     let others = !masks.digits(start, len) & ones(len);
     if others == 0 {
         return true;
@@ -306,13 +418,13 @@ fn value_ok(raw: &[u8], start: usize, end: usize, masks: &Masks) -> bool {
     }
 }
 
-/// The timestamp `raw[start..]`: `-?d{1,19}` within the 1.x range. Not
+/// The timestamp `text[start..end]`: `-?d{1,19}` within the 1.x range. Not
 /// `scan::scan_timestamp`: the digit mask already settles what that one
 /// checks byte by byte (sharing it measured 4.6 % more scanner instructions).
 #[inline(always)]
-fn timestamp(raw: &[u8], start: usize, masks: &Masks) -> Option<i64> {
-    let n = raw.len();
-    let negative = raw[start] == b'-';
+fn timestamp(text: &[u8], start: usize, end: usize, masks: View<'_>) -> Option<i64> {
+    let n = end;
+    let negative = text[start] == b'-';
     let from = start + negative as usize;
     let len = n - from;
     if len == 0 || len > 19 || masks.digits(from, len) != ones(len) {
@@ -326,18 +438,19 @@ fn timestamp(raw: &[u8], start: usize, masks: &Masks) -> Option<i64> {
     if head != 0 {
         if i >= 8 {
             // The eight bytes ending at `i`, the ones before the digits
-            // replaced by '0' (the first byte is the lowest).
+            // (in the line or the text before it) replaced by '0' (the
+            // first byte is the lowest).
             let keep = u64::MAX << (64 - 8 * head);
-            let x = scan::load8(raw, i - 8);
+            let x = scan::load8(text, i - 8);
             value = scan::parse8((x & keep) | (0x3030_3030_3030_3030 & !keep));
         } else {
-            for &d in &raw[from..i] {
+            for &d in &text[from..i] {
                 value = value * 10 + (d - b'0') as u64;
             }
         }
     }
     while i < n {
-        value = value * 100_000_000 + scan::parse8(scan::load8(raw, i));
+        value = value * 100_000_000 + scan::parse8(scan::load8(text, i));
         i += 8;
     }
     if value > super::TIMESTAMP_MAX as u64 {
@@ -347,80 +460,119 @@ fn timestamp(raw: &[u8], start: usize, masks: &Masks) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-/// Fill the masks. Returns `false` when the line holds a byte the fast path
-/// does not handle: `"`, `\`, a control byte, DEL or a non-ASCII byte.
+/// Where the classifiers write: one word per 64-byte block of the text
+/// (`digits`: one spare word more, which they zero).
+struct Out<'m> {
+    structural: &'m mut [u64],
+    digits: &'m mut [u64],
+    newlines: &'m mut [u64],
+}
+
+/// Fill the masks of one line. Returns `false` when the line holds a byte
+/// the fast path does not handle: `"`, `\`, a control byte (a newline
+/// included), DEL or a non-ASCII byte.
 #[inline(always)]
 fn classify(raw: &[u8], masks: &mut Masks) -> bool {
+    let blocks = masks.blocks;
+    classify_into(
+        raw,
+        Out {
+            structural: &mut masks.structural[..blocks],
+            digits: &mut masks.digits[..blocks + 1],
+            newlines: &mut masks.newlines[..blocks],
+        },
+    ) && masks.newlines[..blocks].iter().all(|&w| w == 0)
+}
+
+/// Fill `out` for `text`. Returns `false`, as soon as a block holds one,
+/// when `text` holds a byte the fast path does not handle other than a
+/// newline (which has a mask of its own).
+#[inline(always)]
+fn classify_into(text: &[u8], out: Out<'_>) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         match x86::level() {
             // SAFETY: `level` reports AVX2 only where the CPU has it.
-            x86::Level::Avx2 => unsafe { x86::classify_avx2(raw, masks) },
-            x86::Level::Sse2 => x86::classify_sse2(raw, masks),
+            x86::Level::Avx2 => unsafe { x86::classify_avx2(text, out) },
+            x86::Level::Sse2 => x86::classify_sse2(text, out),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        classify_portable(raw, masks)
+        classify_portable(text, out)
     }
 }
 
-/// Run `block` over every 64 bytes of `raw`. A partial last block is read as
-/// the line's last 64 bytes (overlapping the previous block) when the line is
-/// that long, else from a copy padded with a plain byte (neither structural,
-/// digit nor odd).
+/// One block's masks: structural bytes (space, `,`, `=`), digits,
+/// newlines, and whether it
+/// holds a byte the fast path declines (a newline is not one).
+type BlockMasks = (u64, u64, u64, bool);
+
+/// Run `block` over every 64 bytes of `text`, stopping at the first block
+/// with a declined byte. A partial last block is read as the text's last 64
+/// bytes (overlapping the previous block) when the text is that long, else
+/// from a copy padded with a plain byte (neither structural, digit, newline
+/// nor declined).
 #[inline(always)]
-fn for_blocks(
-    raw: &[u8],
-    masks: &mut Masks,
-    mut block: impl FnMut(&[u8; 64]) -> (u64, u64, u64),
-) -> bool {
-    let mut odd = 0;
-    let n = raw.len();
+fn for_blocks(text: &[u8], out: Out<'_>, mut block: impl FnMut(&[u8; 64]) -> BlockMasks) -> bool {
+    let n = text.len();
     let whole = n / 64;
+    debug_assert!(
+        out.structural.len() == n.div_ceil(64) && out.digits.len() == out.structural.len() + 1
+    );
     for b in 0..whole {
-        let (structural, digits, other) = block(raw[b * 64..b * 64 + 64].try_into().unwrap());
-        masks.structural[b] = structural;
-        masks.digits[b] = digits;
-        odd |= other;
+        let (structural, digits, newlines, odd) =
+            block(text[b * 64..b * 64 + 64].try_into().unwrap());
+        if odd {
+            return false;
+        }
+        // Newlines count as structural (`Structurals`).
+        out.structural[b] = structural | newlines;
+        out.digits[b] = digits;
+        out.newlines[b] = newlines;
     }
     let tail = n % 64;
     if tail != 0 {
-        let (structural, digits, other) = if whole > 0 {
-            // The line's last 64 bytes, overlapping the previous block: no
-            // copy; keep the bits of the `tail` bytes not yet classified.
-            let (s, d, o) = block(raw[n - 64..].try_into().unwrap());
+        let (structural, digits, newlines, odd) = if whole > 0 {
+            // The text's last 64 bytes, overlapping the previous block: no
+            // copy; keep the bits of the `tail` bytes not yet classified
+            // (the others are in the text too, so their verdict stands).
+            let (s, d, l, o) = block(text[n - 64..].try_into().unwrap());
             let shift = 64 - tail;
-            (s >> shift, d >> shift, o >> shift)
+            (s >> shift, d >> shift, l >> shift, o)
         } else {
             let mut last = [b'a'; 64];
-            last[..tail].copy_from_slice(raw);
+            last[..tail].copy_from_slice(text);
             block(&last)
         };
-        masks.structural[whole] = structural;
-        masks.digits[whole] = digits;
-        odd |= other;
+        if odd {
+            return false;
+        }
+        out.structural[whole] = structural | newlines;
+        out.digits[whole] = digits;
+        out.newlines[whole] = newlines;
     }
-    masks.digits[masks.blocks] = 0;
-    odd == 0
+    out.digits[n.div_ceil(64)] = 0;
+    true
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn classify_portable(raw: &[u8], masks: &mut Masks) -> bool {
-    for_blocks(raw, masks, |bytes| {
-        let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0u64);
+fn classify_portable(text: &[u8], out: Out<'_>) -> bool {
+    for_blocks(text, out, |bytes| {
+        let (mut structural, mut digits, mut newlines, mut odd) = (0u64, 0u64, 0u64, false);
         for (i, &b) in bytes.iter().enumerate() {
             structural |= (matches!(b, b' ' | b',' | b'=') as u64) << i;
             digits |= (b.is_ascii_digit() as u64) << i;
-            odd |= ((!(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\') as u64) << i;
+            newlines |= ((b == b'\n') as u64) << i;
+            odd |= b != b'\n' && (!(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\');
         }
-        (structural, digits, odd)
+        (structural, digits, newlines, odd)
     })
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{for_blocks, Masks};
+    use super::{for_blocks, Out};
     use std::arch::x86_64::*;
     use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
@@ -458,31 +610,37 @@ mod x86 {
     }
 
     /// Sixteen bytes at a time; SSE2 is part of the x86_64 baseline.
-    pub(super) fn classify_sse2(raw: &[u8], masks: &mut Masks) -> bool {
-        for_blocks(raw, masks, |bytes| {
-            let (mut structural, mut digits, mut odd) = (0u64, 0u64, 0u64);
+    pub(super) fn classify_sse2(text: &[u8], out: Out<'_>) -> bool {
+        for_blocks(text, out, |bytes| {
+            let (mut structural, mut digits, mut newlines, mut odd) = (0u64, 0u64, 0u64, 0u64);
             for q in 0..4 {
                 // SAFETY: SSE2 is always available on x86_64; the load reads
                 // 16 bytes inside the 64-byte array (`loadu`: any alignment).
                 unsafe {
                     let x = _mm_loadu_si128(bytes.as_ptr().add(q * 16).cast());
                     let eq = |c: u8| _mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8));
+                    let l = eq(b'\n');
                     let s = _mm_or_si128(_mm_or_si128(eq(b' '), eq(b',')), eq(b'='));
                     let d = _mm_and_si128(
                         _mm_cmpgt_epi8(x, _mm_set1_epi8(b'/' as i8)),
                         _mm_cmplt_epi8(x, _mm_set1_epi8(b':' as i8)),
                     );
-                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are below 0x20.
-                    let o = _mm_or_si128(
-                        _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), eq(0x7f)),
-                        _mm_or_si128(eq(b'"'), eq(b'\\')),
+                    // Signed compare: bytes 0x00..0x1f and 0x80..0xff are
+                    // below 0x20; the newline is not declined.
+                    let o = _mm_andnot_si128(
+                        l,
+                        _mm_or_si128(
+                            _mm_or_si128(_mm_cmplt_epi8(x, _mm_set1_epi8(0x20)), eq(0x7f)),
+                            _mm_or_si128(eq(b'"'), eq(b'\\')),
+                        ),
                     );
                     structural |= (_mm_movemask_epi8(s) as u16 as u64) << (q * 16);
                     digits |= (_mm_movemask_epi8(d) as u16 as u64) << (q * 16);
+                    newlines |= (_mm_movemask_epi8(l) as u16 as u64) << (q * 16);
                     odd |= (_mm_movemask_epi8(o) as u16 as u64) << (q * 16);
                 }
             }
-            (structural, digits, odd)
+            (structural, digits, newlines, odd != 0)
         })
     }
 
@@ -513,15 +671,17 @@ mod x86 {
     const SPACE_COMMA: u8 = 0x80; // 0x20, 0x2c
     const EQUALS: u8 = 0x40; // 0x3d
     const DIGIT: u8 = 0x20; // 0x30..=0x39
-    /// Bytes the fast path declines: controls and non-ASCII (any low nibble),
+    /// Bytes the fast path declines: controls but the newline, non-ASCII,
     /// `"`, `\`, DEL — one bit each so their nibble pairs do not mix.
-    const ODD: u8 = 0x0f;
-    const ODD_ANY: u8 = 0x01; // 0x00..=0x1f, 0x80..=0xff
+    const ODD: u8 = 0x1f;
+    const ODD_C0: u8 = 0x10; // 0x00..=0x0f but 0x0a (the newline)
+    const ODD_ANY: u8 = 0x01; // 0x10..=0x1f, 0x80..=0xff
     const ODD_QUOTE: u8 = 0x02; // 0x22
     const ODD_BACKSLASH: u8 = 0x04; // 0x5c
     const ODD_DEL: u8 = 0x08; // 0x7f
     const LOW: [u8; 16] = {
-        let mut t = [ODD_ANY; 16];
+        let mut t = [ODD_ANY | ODD_C0; 16];
+        t[0xa] = ODD_ANY;
         let mut d = 0;
         while d < 10 {
             t[d] |= DIGIT;
@@ -536,6 +696,7 @@ mod x86 {
     };
     const HIGH: [u8; 16] = {
         let mut t = [ODD_ANY; 16];
+        t[0x0] = ODD_C0;
         t[0x2] = SPACE_COMMA | ODD_QUOTE;
         t[0x3] = EQUALS | DIGIT;
         t[0x4] = 0;
@@ -551,7 +712,7 @@ mod x86 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn classify_avx2(raw: &[u8], masks: &mut Masks) -> bool {
+    pub(super) unsafe fn classify_avx2(text: &[u8], out: Out<'_>) -> bool {
         // SAFETY: the caller guarantees AVX2; the table loads read 16 bytes
         // from 16-byte arrays (`loadu`: any alignment).
         let (low, high) = unsafe {
@@ -561,12 +722,13 @@ mod x86 {
             )
         };
         let nibble = _mm256_set1_epi8(0x0f);
-        // Odd bytes only matter as "any at all": OR the classes and test once
-        // at the end (re-reading the tail's overlap is harmless: those bytes
-        // are in the line too; the padding is a plain byte).
-        let mut classes = _mm256_setzero_si256();
-        for_blocks(raw, masks, |bytes| {
-            let (mut structural, mut digits) = (0u64, 0u64);
+        let newline = _mm256_set1_epi8(b'\n' as i8);
+        let odd = _mm256_set1_epi8(ODD as i8);
+        for_blocks(text, out, |bytes| {
+            let (mut structural, mut digits, mut newlines) = (0u64, 0u64, 0u64);
+            // Declined bytes only matter as "any in this block": OR the
+            // classes and test once.
+            let mut classes = _mm256_setzero_si256();
             for h in 0..2 {
                 // SAFETY: the caller guarantees AVX2; the load reads 32 bytes
                 // inside the 64-byte array (`loadu`: any alignment).
@@ -585,13 +747,19 @@ mod x86 {
                     // DIGIT shifted up by two (16-bit lanes: what crosses into
                     // the next byte lands in its low bits, never the sign bit).
                     let d = _mm256_slli_epi16(class, 2);
+                    let l = _mm256_cmpeq_epi8(x, newline);
                     structural |= (_mm256_movemask_epi8(s) as u32 as u64) << (h * 32);
                     digits |= (_mm256_movemask_epi8(d) as u32 as u64) << (h * 32);
+                    newlines |= (_mm256_movemask_epi8(l) as u32 as u64) << (h * 32);
                 }
             }
-            (structural, digits, 0)
-        });
-        _mm256_testz_si256(classes, _mm256_set1_epi8(ODD as i8)) == 1
+            (
+                structural,
+                digits,
+                newlines,
+                _mm256_testz_si256(classes, odd) == 0,
+            )
+        })
     }
 }
 
@@ -707,38 +875,58 @@ mod tests {
         }
     }
 
-    /// Every classifier gives the byte-by-byte reference's masks and verdict.
+    /// Every classifier gives the byte-by-byte reference's verdict and, on
+    /// text it accepts, its masks; the per-line `classify` also declines
+    /// newlines.
     fn classifiers_match_reference(bytes: &[u8]) -> Result<(), TestCaseError> {
         let blocks = bytes.len().div_ceil(64);
-        let empty = || Masks {
-            structural: [0; BLOCKS_MAX],
-            digits: [0; BLOCKS_MAX + 1],
-            blocks,
-        };
-        let mut reference = empty();
+        let zeros = |n: usize| vec![0u64; n];
+        let (mut structural, mut digits, mut newlines) =
+            (zeros(blocks), zeros(blocks + 1), zeros(blocks));
         let mut odd = false;
         for (i, &b) in bytes.iter().enumerate() {
-            reference.structural[i / 64] |= (matches!(b, b' ' | b',' | b'=') as u64) << (i % 64);
-            reference.digits[i / 64] |= (b.is_ascii_digit() as u64) << (i % 64);
-            odd |= !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\';
+            structural[i / 64] |= (matches!(b, b' ' | b',' | b'=' | b'\n') as u64) << (i % 64);
+            digits[i / 64] |= (b.is_ascii_digit() as u64) << (i % 64);
+            newlines[i / 64] |= ((b == b'\n') as u64) << (i % 64);
+            odd |= b != b'\n' && (!(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\');
         }
+        let check = |name: &str, run: &dyn Fn(Out<'_>) -> bool| -> Result<(), TestCaseError> {
+            // Garbage in the masks beforehand: the classifier must write every word.
+            let (mut s, mut d, mut l) = (vec![!0; blocks], vec![!0; blocks + 1], vec![!0; blocks]);
+            let plain = run(Out {
+                structural: &mut s,
+                digits: &mut d,
+                newlines: &mut l,
+            });
+            prop_assert_eq!(plain, !odd, "{}", name);
+            if plain {
+                prop_assert_eq!(&s, &structural, "{}", name);
+                prop_assert_eq!(&d, &digits, "{}", name);
+                prop_assert_eq!(&l, &newlines, "{}", name);
+            }
+            Ok(())
+        };
         #[cfg(target_arch = "x86_64")]
         {
-            let mut sse2 = empty();
-            prop_assert_eq!(x86::classify_sse2(bytes, &mut sse2), !odd);
-            prop_assert_eq!(sse2.structural, reference.structural);
-            prop_assert_eq!(sse2.digits, reference.digits);
+            check("sse2", &|out| x86::classify_sse2(bytes, out))?;
             if std::is_x86_feature_detected!("avx2") {
-                let mut avx2 = empty();
                 // SAFETY: AVX2 support was just checked.
-                prop_assert_eq!(unsafe { x86::classify_avx2(bytes, &mut avx2) }, !odd);
-                prop_assert_eq!(avx2.structural, reference.structural);
-                prop_assert_eq!(avx2.digits, reference.digits);
+                check("avx2", &|out| unsafe { x86::classify_avx2(bytes, out) })?;
             }
         }
-        let mut any = empty();
-        prop_assert_eq!(classify(bytes, &mut any), !odd);
-        prop_assert_eq!(any.structural, reference.structural);
+        #[cfg(not(target_arch = "x86_64"))]
+        check("portable", &|out| classify_portable(bytes, out))?;
+        check("dispatch", &|out| classify_into(bytes, out))?;
+        if bytes.len() <= LEN_MAX {
+            let mut line = Masks::new();
+            line.blocks = blocks;
+            let newline = newlines.iter().any(|&w| w != 0);
+            prop_assert_eq!(classify(bytes, &mut line), !odd && !newline);
+            if !odd && !newline {
+                prop_assert_eq!(&line.structural[..blocks], &structural[..]);
+                prop_assert_eq!(&line.digits[..blocks + 1], &digits[..]);
+            }
+        }
         Ok(())
     }
 
@@ -788,6 +976,29 @@ mod tests {
         #[test]
         fn classifiers_agree(bytes in proptest::collection::vec(any::<u8>(), 1..LEN_MAX)) {
             classifiers_match_reference(&bytes)?;
+        }
+
+        /// ... also on whole datagrams of accepted bytes and newlines, the
+        /// masks compared word for word, past the per-line limit.
+        #[test]
+        fn classifiers_agree_on_plain_text(bytes in proptest::collection::vec(
+            prop_oneof![8 => prop::sample::select(&b"ab=, 019.\n"[..]), 1 => (0x20u8..0x7f).prop_filter("a byte the fast path takes", |b| *b != b'"' && *b != b'\\')], 1..3000)) {
+            classifiers_match_reference(&bytes)?;
+        }
+
+        /// `DatagramMasks::next_newline` finds what `memchr` finds, from
+        /// every position.
+        #[test]
+        fn next_newline_is_memchr(bytes in proptest::collection::vec(
+            prop_oneof![30 => (0x20u8..0x7f).prop_filter("a byte the fast path takes", |b| *b != b'"' && *b != b'\\'), 1 => Just(b'\n')], 1..700)) {
+            let mut masks = DatagramMasks::default();
+            prop_assert!(masks.classify(&bytes));
+            for from in 0..bytes.len() {
+                prop_assert_eq!(
+                    masks.next_newline(from),
+                    memchr::memchr(b'\n', &bytes[from..]).map(|p| from + p)
+                );
+            }
         }
 
         #[test]

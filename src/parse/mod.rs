@@ -182,14 +182,39 @@ pub const LINE_SPAN_MAX: usize = 16;
 /// Otherwise only the first physical line is rejected.
 pub struct Lines<'a> {
     rest: &'a [u8],
-    /// Reused fast-path masks (`Scanner::lines`); `None`: fresh ones per line.
-    masks: Option<&'a mut fast::Masks>,
+    masks: LineMasks<'a>,
+}
+
+/// How `Lines` finds line ends and what the fast path scans on.
+enum LineMasks<'a> {
+    /// Fresh per-line masks for every line (`lines`).
+    Fresh,
+    /// Reused per-line masks (`Scanner::lines` on a datagram holding a byte
+    /// the fast path declines).
+    Reused(&'a mut fast::Masks),
+    /// The masks of the whole datagram, which holds no byte the fast path
+    /// declines (`Scanner::lines`, nearly always): its newline mask splits
+    /// the lines, and every line is scanned on it. `rest` is the
+    /// datagram's tail from `at` on.
+    Datagram {
+        datagram: &'a [u8],
+        at: usize,
+        masks: &'a fast::DatagramMasks,
+    },
 }
 
 impl<'a> Iterator for Lines<'a> {
     type Item = Item<'a>;
     #[inline(always)]
     fn next(&mut self) -> Option<Item<'a>> {
+        if let LineMasks::Datagram {
+            datagram,
+            ref mut at,
+            masks,
+        } = self.masks
+        {
+            return next_in_plain(datagram, at, masks);
+        }
         loop {
             if self.rest.is_empty() {
                 return None;
@@ -217,9 +242,9 @@ impl<'a> Iterator for Lines<'a> {
                 },
                 Some(_) => {}
             }
-            let scanned = match self.masks.as_deref_mut() {
-                Some(masks) => scan_line_with(line, masks),
-                None => scan_line(line),
+            let scanned = match &mut self.masks {
+                LineMasks::Reused(masks) => scan_line_with(line, masks),
+                _ => scan_line(line),
             };
             return Some(match scanned {
                 Ok(l) => Item::Line(l),
@@ -242,6 +267,42 @@ impl<'a> Iterator for Lines<'a> {
 }
 
 impl std::iter::FusedIterator for Lines<'_> {}
+
+/// `Lines::next` on a datagram the classifier found plain: no CR, TAB,
+/// quote or other declined byte anywhere in it, so no line needs its CR
+/// stripped, starts with a TAB, or opens a string.
+#[inline(always)]
+fn next_in_plain<'a>(
+    datagram: &'a [u8],
+    at: &mut usize,
+    masks: &fast::DatagramMasks,
+) -> Option<Item<'a>> {
+    loop {
+        let start = *at;
+        if start >= datagram.len() {
+            return None;
+        }
+        let end = masks.next_newline(start).unwrap_or(datagram.len());
+        *at = end + 1;
+        let line = &datagram[start..end];
+        match line.first() {
+            None => continue,
+            Some(b' ' | b'#') => match classify(line) {
+                Kind::Blank | Kind::Comment => continue,
+                Kind::Point => {}
+            },
+            Some(_) => {}
+        }
+        let scanned = match fast::scan_in(datagram, start, end, masks) {
+            Some(l) => Ok(l),
+            None => scan::scan_line(line),
+        };
+        return Some(match scanned {
+            Ok(l) => Item::Line(l),
+            Err(error) => Item::Reject { raw: line, error },
+        });
+    }
+}
 
 enum Kind {
     Blank,
@@ -295,22 +356,25 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 pub fn lines(datagram: &[u8]) -> Lines<'_> {
     Lines {
         rest: datagram,
-        masks: None,
+        masks: LineMasks::Fresh,
     }
 }
 
 /// Reusable scratch for splitting and scanning datagrams: the shards' path.
-/// `lines` yields exactly what `parse::lines` yields, but the fast path's
-/// per-line masks live here instead of being set up on the stack for every
-/// line.
+/// `lines` yields exactly what `parse::lines` yields, but classifies the
+/// whole datagram at once (each byte once, and the newline mask splits the
+/// lines), and the fast path's masks live here instead of being set up on
+/// the stack for every line.
 pub struct Scanner {
     masks: fast::Masks,
+    datagram: fast::DatagramMasks,
 }
 
 impl Default for Scanner {
     fn default() -> Self {
         Scanner {
             masks: fast::Masks::new(),
+            datagram: fast::DatagramMasks::default(),
         }
     }
 }
@@ -323,10 +387,30 @@ impl Scanner {
     /// Split `datagram` into lines and scan them.
     #[inline]
     pub fn lines<'a>(&'a mut self, datagram: &'a [u8]) -> Lines<'a> {
+        let masks = if self.datagram.classify(datagram) {
+            LineMasks::Datagram {
+                datagram,
+                at: 0,
+                masks: &self.datagram,
+            }
+        } else {
+            // A CR, TAB, quote, backslash or other declined byte somewhere:
+            // line by line, as `lines`, where each line still gets the
+            // fast path if it has none.
+            LineMasks::Reused(&mut self.masks)
+        };
         Lines {
             rest: datagram,
-            masks: Some(&mut self.masks),
+            masks,
         }
+    }
+}
+
+#[cfg(test)]
+impl Scanner {
+    /// Whether `lines` scans `datagram` on its whole-datagram masks.
+    fn takes_whole(&mut self, datagram: &[u8]) -> bool {
+        matches!(self.lines(datagram).masks, LineMasks::Datagram { .. })
     }
 }
 

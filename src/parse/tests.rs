@@ -1139,6 +1139,39 @@ mod scanner {
         "",
     ];
 
+    /// Plain lines (every byte one the fast path takes), some valid, some not.
+    const PLAIN_PIECES: &[&str] = &[
+        "cpu,host=a,region=eu usage=1.5,idle=98i 1795985842709494595",
+        "cpu,host=host0012,region=eu-west-1,cpu=cpu3 usage_user=12.22,usage_system=22.68,usage_idle=64.22,usage_iowait=85.71,seq=000000000012i 1764547200000000000",
+        "mem free=12u,ok=t",
+        "mem,a=1,b=2 x=-3i,y=.5,z=F -12",
+        "# comment",
+        "   ",
+        "  cpu v=1",
+        "cpu,a=1,a=2 v=1",
+        "cpu v=1e3",
+        "cpu v=1 2 3",
+        "cpu,=x v=1",
+        "cpu v=1 99999999999999999999",
+        "",
+    ];
+
+    #[test]
+    fn plain_datagrams_are_classified_whole() {
+        let mut scanner = Scanner::new();
+        assert!(scanner.takes_whole(PLAIN_PIECES.join("\n").as_bytes()));
+        for declined in [
+            "cpu v=1\r\n",
+            "cpu v=\"s\"",
+            "\tcpu v=1",
+            "cpu\\ x v=1",
+            "cpu v=é",
+        ] {
+            assert!(!scanner.takes_whole(declined.as_bytes()), "{declined:?}");
+            same(declined.as_bytes(), &mut scanner).unwrap();
+        }
+    }
+
     #[test]
     fn long_lines_and_block_edges() {
         let mut scanner = Scanner::new();
@@ -1186,6 +1219,43 @@ mod scanner {
             }
             let mut scanner = Scanner::new();
             same(&d, &mut scanner)?;
+        }
+
+        /// Datagrams of plain lines only (no CR, TAB, quote, backslash or
+        /// other declined byte), so the whole datagram is classified at once,
+        /// with edits from the same bytes: line ends, blocks edges and
+        /// invalid lines on the datagram's masks.
+        #[test]
+        fn scanner_matches_lines_on_plain_datagrams(
+            pieces in proptest::collection::vec(0..PLAIN_PIECES.len(), 1..40),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), prop::sample::select(
+                &b"a=, 0\n#.-iu9t"[..])), 0..6),
+            trailing_newline in any::<bool>(),
+        ) {
+            let mut d = Vec::new();
+            for (i, &p) in pieces.iter().enumerate() {
+                d.extend_from_slice(PLAIN_PIECES[p].as_bytes());
+                if i + 1 < pieces.len() || trailing_newline {
+                    d.push(b'\n');
+                }
+            }
+            for (at, byte) in edits {
+                if !d.is_empty() {
+                    let p = at.index(d.len());
+                    d[p] = byte;
+                }
+            }
+            let mut scanner = Scanner::new();
+            prop_assert!(scanner.takes_whole(&d));
+            same(&d, &mut scanner)?;
+        }
+
+        /// Plain bytes, newline-rich, over many blocks.
+        #[test]
+        fn scanner_matches_lines_on_plain_bytes(bytes in proptest::collection::vec(
+            prop_oneof![8 => prop::sample::select(&b"ab=, 01.-i\n"[..]), 1 => (0x20u8..0x7f).prop_filter("a byte the fast path takes", |b| *b != b'"' && *b != b'\\')], 0..2000)) {
+            let mut scanner = Scanner::new();
+            same(&bytes, &mut scanner)?;
         }
 
         /// Arbitrary bytes, newline-rich.
