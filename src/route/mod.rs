@@ -42,6 +42,41 @@ struct RegexRule {
     negated: bool,
 }
 
+/// A tags or regex rule that a few compares decide on a line without
+/// backslashes, for tables whose every tags rule is plain and whose every
+/// regex is an anchored literal (`RouteTable::quick`).
+#[derive(Clone, Debug)]
+struct QuickRule {
+    index: u32,
+    test: QuickTest,
+}
+
+#[derive(Clone, Debug)]
+enum QuickTest {
+    /// A tags rule of one pair: its `key=value` is a whole tag.
+    Pair(Box<[u8]>),
+    /// A tags rule of several pairs: each `key=value` is a whole tag.
+    Pairs(Box<[Box<[u8]>]>),
+    /// A regex `^literal` (`negated`: a negregex): the line starts with it.
+    Prefix { literal: Box<[u8]>, negated: bool },
+}
+
+impl QuickRule {
+    #[inline(always)]
+    fn matches(&self, line: &Line<'_>) -> bool {
+        match &self.test {
+            QuickTest::Pair(needle) => tags::has_pair(line.tags, needle),
+            QuickTest::Pairs(needles) => {
+                !line.tags.is_empty() && needles.iter().all(|n| tags::has_pair(line.tags, n))
+            }
+            QuickTest::Prefix { literal, negated } => {
+                (line.raw.len() >= literal.len() && eq_bytes(&line.raw[..literal.len()], literal))
+                    != *negated
+            }
+        }
+    }
+}
+
 /// The result of a lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Match {
@@ -77,6 +112,10 @@ pub struct RouteTable {
     /// literals by pattern id: a prefix compare decides each, not the
     /// automaton.
     prefixes: Option<Vec<Box<[u8]>>>,
+    /// When, moreover, every tags rule is plain (`TagsRule::needles`): the
+    /// tags and regex rules in rule order, for lines without backslashes
+    /// (nearly all): one loop of compares, no regex or split machinery.
+    quick: Option<Box<[QuickRule]>>,
 }
 
 impl RouteTable {
@@ -160,6 +199,7 @@ impl RouteTable {
             .map(|p| anchored_literal(p).map(|l| l.as_bytes().into()))
             .collect::<Option<Vec<_>>>()
             .filter(|p| !p.is_empty());
+        let quick = quick_rules(&tags_rules, &regex_rules, prefixes.as_deref());
         Ok(RouteTable {
             routes,
             junkyard,
@@ -176,6 +216,7 @@ impl RouteTable {
             regex_rules,
             regex,
             prefixes,
+            quick,
         })
     }
 
@@ -249,9 +290,20 @@ impl RouteTable {
     }
 
     /// Lowest tags, regex or negregex rule index below `best` that matches,
-    /// else `best`.
+    /// else `best`. Out of line, and small: the quick rules inlined, the
+    /// general path (with its large stack frame) a call of its own.
     #[inline(never)]
-    fn tags_and_regex(&self, line: &Line<'_>, mut best: u32, scratch: &mut Scratch) -> u32 {
+    fn tags_and_regex(&self, line: &Line<'_>, best: u32, scratch: &mut Scratch) -> u32 {
+        match &self.quick {
+            Some(quick) if !line.escaped => quick_lookup(quick, line, best),
+            _ => self.tags_and_regex_general(line, best, scratch),
+        }
+    }
+
+    /// `tags_and_regex` for any table and line: tags rules by `TagsRule`,
+    /// regexes by prefix compares or the automaton.
+    #[inline(never)]
+    fn tags_and_regex_general(&self, line: &Line<'_>, mut best: u32, scratch: &mut Scratch) -> u32 {
         for (index, rule) in &self.tags_rules {
             if *index >= best {
                 break;
@@ -339,6 +391,57 @@ fn run_automaton(
     } else {
         regex.which_overlapping_matches_with(cache, &Input::new(haystack), patterns);
     }
+}
+
+/// Lowest index of a quick rule below `best` that matches the line (which
+/// holds no backslash), else `best`.
+#[inline(always)]
+fn quick_lookup(quick: &[QuickRule], line: &Line<'_>, best: u32) -> u32 {
+    for rule in quick {
+        if rule.index >= best {
+            break;
+        }
+        if rule.matches(line) {
+            return rule.index;
+        }
+    }
+    best
+}
+
+/// The tags and regex rules in rule order as `QuickRule`s, when every tags
+/// rule is plain and every regex pattern an anchored literal (`prefixes`,
+/// by pattern id); else `None`.
+fn quick_rules(
+    tags_rules: &[(u32, TagsRule)],
+    regex_rules: &[RegexRule],
+    prefixes: Option<&[Box<[u8]>]>,
+) -> Option<Box<[QuickRule]>> {
+    let mut quick = Vec::new();
+    for (index, rule) in tags_rules {
+        let needles = rule.needles.as_ref()?;
+        let test = match &needles[..] {
+            [one] => QuickTest::Pair(one.clone()),
+            many => QuickTest::Pairs(many.into()),
+        };
+        quick.push(QuickRule {
+            index: *index,
+            test,
+        });
+    }
+    if !regex_rules.is_empty() {
+        let prefixes = prefixes?;
+        for rule in regex_rules {
+            quick.push(QuickRule {
+                index: rule.index,
+                test: QuickTest::Prefix {
+                    literal: prefixes[rule.pattern as usize].clone(),
+                    negated: rule.negated,
+                },
+            });
+        }
+    }
+    quick.sort_by_key(|r| r.index);
+    (!quick.is_empty()).then(|| quick.into_boxed_slice())
 }
 
 /// The literal of a pattern that is `^` followed by bytes that stand for

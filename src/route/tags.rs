@@ -74,7 +74,7 @@ pub(super) fn tags_match_split(tag_section: &[u8], pairs: &[(Vec<u8>, Vec<u8>)])
 /// start positions at a time, sixteen bytes per compare; only those are
 /// compared with the needle. A section shorter than sixteen bytes is copied
 /// into a zeroed block first.
-#[inline]
+#[inline(always)]
 pub(super) fn has_pair(section: &[u8], needle: &[u8]) -> bool {
     let (n, len) = (section.len(), needle.len());
     if len == 0 || len > n {

@@ -275,3 +275,85 @@ mod props {
         }
     }
 }
+
+/// The quick path (every tags rule plain, every regex `^literal`) answers
+/// what the general path answers, for rule tables of every kind in any
+/// order and lines that hit, nearly hit and miss.
+mod quick {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rule_strategy() -> impl Strategy<Value = RuleConfig> {
+        let word = || proptest::string::string_regex(r"[ab]{1,3}").unwrap();
+        prop_oneof![
+            word().prop_map(|m| basic(&m, "b")),
+            proptest::collection::vec((word(), word()), 1..3)
+                .prop_map(|pairs| rule(RuleKind::Tags(pairs), "t")),
+            (
+                proptest::string::string_regex(r"[ab,=]{0,4}").unwrap(),
+                any::<bool>()
+            )
+                .prop_map(|(lit, negated)| {
+                    let pattern = format!("^{lit}");
+                    rule(
+                        if negated {
+                            RuleKind::NegRegex(pattern)
+                        } else {
+                            RuleKind::Regex(pattern)
+                        },
+                        if negated { "n" } else { "r" },
+                    )
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn quick_path_agrees_with_the_general_path(
+            rules in proptest::collection::vec(rule_strategy(), 1..6),
+            measurement in proptest::string::string_regex(r"[ab]{1,3}").unwrap(),
+            tags in proptest::collection::vec(
+                (proptest::string::string_regex(r"[ab]{1,3}").unwrap(),
+                 proptest::string::string_regex(r"[ab]{1,3}").unwrap()), 0..4),
+        ) {
+            let mut line = measurement;
+            for (k, v) in &tags {
+                line.push_str(&format!(",{k}={v}"));
+            }
+            line.push_str(" f=1");
+            let Ok(scanned) = parse::scan_line(line.as_bytes()) else {
+                // A duplicate tag key: not a line.
+                return Ok(());
+            };
+            let table = RouteTable::compile(&rules, "junk").unwrap();
+            prop_assert!(table.quick.is_some() || rules.iter().all(|r| matches!(r.kind, RuleKind::Basic(_))));
+            let mut general = RouteTable::compile(&rules, "junk").unwrap();
+            general.quick = None;
+            let (mut a, mut b) = (table.scratch(), general.scratch());
+            prop_assert_eq!(table.lookup(&scanned, &mut a), general.lookup(&scanned, &mut b), "{}", line);
+        }
+    }
+
+    #[test]
+    fn quick_path_only_for_plain_tags_and_literal_regexes() {
+        let quick =
+            |rules: &[RuleConfig]| RouteTable::compile(rules, "junk").unwrap().quick.is_some();
+        let tags = |k: &str, v: &str| rule(RuleKind::Tags(vec![(k.into(), v.into())]), "t");
+        assert!(quick(&[
+            tags("a", "b"),
+            rule(RuleKind::Regex("^cpu".into()), "r")
+        ]));
+        assert!(!quick(&[tags("a", "b,c")]));
+        assert!(!quick(&[
+            tags("a", "b"),
+            rule(RuleKind::Regex("cpu".into()), "r")
+        ]));
+        assert!(!quick(&[basic("cpu", "b")]));
+        // An escaped line takes the general path even where the quick one exists.
+        let t = RouteTable::compile(&[tags("a", "b c")], "junk").unwrap();
+        assert!(t.quick.is_none());
+        let t = RouteTable::compile(&[tags("host", "a")], "junk").unwrap();
+        assert_eq!(check(&t, r"c\ pu,host=a v=1"), ("t".into(), Some(0)));
+    }
+}
