@@ -293,14 +293,19 @@ fn next_in_plain<'a>(
             },
             Some(_) => {}
         }
-        let scanned = match fast::scan_in(datagram, start, end, masks) {
-            Some(l) => Ok(l),
-            None => scan::scan_line(line),
-        };
-        return Some(match scanned {
-            Ok(l) => Item::Line(l),
-            Err(error) => Item::Reject { raw: line, error },
+        return Some(match fast::scan_in(datagram, start, end, masks) {
+            Some(l) => Item::Line(l),
+            None => scan_full(line),
         });
+    }
+}
+
+/// The full scanner's item for a line the fast path declined.
+#[inline(never)]
+fn scan_full(line: &[u8]) -> Item<'_> {
+    match scan::scan_line(line) {
+        Ok(l) => Item::Line(l),
+        Err(error) => Item::Reject { raw: line, error },
     }
 }
 
