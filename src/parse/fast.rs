@@ -272,6 +272,7 @@ fn walk<'a>(text: &'a [u8], start: usize, end: usize, masks: View<'_>) -> Option
         let tags_start = at + 1;
         let mut keys = [(0u32, 0u32); TAGS_MAX];
         let mut count = 0;
+        let mut seen = 0u64;
         let mut key_start = tags_start;
         loop {
             let equals = it.next()?;
@@ -279,13 +280,20 @@ fn walk<'a>(text: &'a [u8], start: usize, end: usize, masks: View<'_>) -> Option
                 return None;
             }
             let key = &text[key_start..equals];
-            for &(ks, ke) in &keys[..count] {
-                let seen = &text[ks as usize..ke as usize];
-                // Length and first byte settle almost every pair without a memcmp call.
-                if seen.len() == key.len() && seen[0] == key[0] && seen == key {
-                    return None;
+            // A key is compared with the earlier ones only when one of them
+            // had its signature (one bit of 64, from its length and first
+            // byte): a handful of distinct keys rarely share one, and a key
+            // that does costs the comparisons every key used to (`host` and
+            // `pid` do; two keys of one length and first byte always do).
+            let signature = 1u64 << ((key.len() * 8 + key[0] as usize) & 63);
+            if seen & signature != 0 {
+                for &(ks, ke) in &keys[..count] {
+                    if &text[ks as usize..ke as usize] == key {
+                        return None;
+                    }
                 }
             }
+            seen |= signature;
             keys[count] = (key_start as u32, equals as u32);
             count += 1;
             let value_end = it.next()?;
@@ -849,6 +857,26 @@ mod tests {
                 hay[at] = b'\n';
                 assert_eq!(find_newline(&hay), Some(at), "len {len} at {at}");
                 hay[at] = b'a';
+            }
+        }
+    }
+
+    /// Duplicate tag keys are declined, and distinct ones taken, whether
+    /// or not their signatures collide: every pair of keys from a set with
+    /// shared signatures (`host`/`pid`, same length and first byte), in
+    /// both orders, with a third key between them.
+    #[test]
+    fn duplicate_tags_whatever_their_signature() {
+        let keys = [
+            "host", "pid", "path", "port", "h", "p", "hx", "region", "cpu", "c",
+        ];
+        for a in keys {
+            for b in keys {
+                for middle in ["", ",zz=1"] {
+                    let line = format!("m,{a}=1{middle},{b}=2 v=1");
+                    let taken = agrees(line.as_bytes()).unwrap();
+                    assert_eq!(taken, a != b, "{line}");
+                }
             }
         }
     }
