@@ -26,8 +26,6 @@ use super::{scan, Line};
 /// such lines are far below `KEY_LEN_MAX`, so the key-length check cannot fire).
 const LEN_MAX: usize = 1024;
 const BLOCKS_MAX: usize = LEN_MAX / 64;
-/// Tags remembered for the duplicate check; more go to the full scanner.
-const TAGS_MAX: usize = 16;
 /// Integer digits that always fit i64/u64 (as `check_int_range`).
 const INT_DIGITS_MAX: usize = 18;
 
@@ -270,32 +268,26 @@ fn walk<'a>(text: &'a [u8], start: usize, end: usize, masks: View<'_>) -> Option
     let measurement_end = at;
     let (tags_start, tags_end) = if byte(text, at) == b',' {
         let tags_start = at + 1;
-        let mut keys = [(0u32, 0u32); TAGS_MAX];
-        let mut count = 0;
         let mut seen = 0u64;
         let mut key_start = tags_start;
         loop {
             let equals = it.next()?;
-            if byte(text, equals) != b'=' || equals == key_start || count == TAGS_MAX {
+            if byte(text, equals) != b'=' || equals == key_start {
                 return None;
             }
-            let key = &text[key_start..equals];
             // A key is compared with the earlier ones only when one of them
             // had its signature (one bit of 64, from its length and first
-            // byte): a handful of distinct keys rarely share one, and a key
-            // that does costs the comparisons every key used to (`host` and
-            // `pid` do; two keys of one length and first byte always do).
-            let signature = 1u64 << ((key.len() * 8 + key[0] as usize) & 63);
-            if seen & signature != 0 {
-                for &(ks, ke) in &keys[..count] {
-                    if &text[ks as usize..ke as usize] == key {
-                        return None;
-                    }
-                }
+            // byte): a handful of distinct keys rarely share one (`host` and
+            // `pid` do; two keys of one length and first byte always do),
+            // and a key that does costs a look back over the tags before it.
+            let len = equals - key_start;
+            let signature = 1u64 << ((len * 8 + byte(text, key_start) as usize) & 63);
+            if seen & signature != 0
+                && tag_key_seen(&text[tags_start..key_start], &text[key_start..equals])
+            {
+                return None;
             }
             seen |= signature;
-            keys[count] = (key_start as u32, equals as u32);
-            count += 1;
             let value_end = it.next()?;
             if value_end == equals + 1 {
                 return None;
@@ -360,6 +352,17 @@ fn walk<'a>(text: &'a [u8], start: usize, end: usize, masks: View<'_>) -> Option
         }
         key_start = value_end + 1;
     }
+}
+
+/// Whether `key` is the key of one of the tags in `section`, the plain tag
+/// section before it (`k=v,k=v,`: no backslash, so every `,` separates tags
+/// and a tag's first `=` ends its key). The signature collisions' path.
+#[cold]
+#[inline(never)]
+fn tag_key_seen(section: &[u8], key: &[u8]) -> bool {
+    section
+        .split(|&b| b == b',')
+        .any(|tag| tag.split(|&b| b == b'=').next() == Some(key))
 }
 
 /// A field value `text[start..end]` without quotes or backslashes: a number
@@ -878,6 +881,14 @@ mod tests {
                     assert_eq!(taken, a != b, "{line}");
                 }
             }
+        }
+        // Many tags: signatures collide often; only the true duplicate counts.
+        let many: Vec<String> = (0..60).map(|i| format!("k{i}=v")).collect();
+        let line = format!("m,{} v=1", many.join(","));
+        assert!(agrees(line.as_bytes()).unwrap(), "{line}");
+        for dup in ["k0", "k37", "k59"] {
+            let line = format!("m,{},{dup}=x v=1", many.join(","));
+            assert!(!agrees(line.as_bytes()).unwrap(), "{line}");
         }
     }
 
