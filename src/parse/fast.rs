@@ -208,6 +208,8 @@ fn ones(len: usize) -> u64 {
 struct Structurals<'m> {
     masks: &'m [u64],
     block: usize,
+    /// `block * 64`, kept rather than recomputed for every position.
+    base: usize,
     bits: u64,
 }
 
@@ -218,6 +220,7 @@ impl<'m> Structurals<'m> {
         Structurals {
             masks,
             block,
+            base: block * 64,
             bits: masks[block] & (u64::MAX << (start % 64)),
         }
     }
@@ -227,9 +230,10 @@ impl<'m> Structurals<'m> {
     fn next(&mut self) -> Option<usize> {
         while self.bits == 0 {
             self.block += 1;
+            self.base += 64;
             self.bits = *self.masks.get(self.block)?;
         }
-        let at = self.block * 64 + self.bits.trailing_zeros() as usize;
+        let at = self.base + self.bits.trailing_zeros() as usize;
         self.bits &= self.bits - 1;
         Some(at)
     }
@@ -528,8 +532,12 @@ type BlockMasks = (u64, u64, u64, bool);
 fn for_blocks(text: &[u8], out: Out<'_>, mut block: impl FnMut(&[u8; 64]) -> BlockMasks) -> bool {
     let n = text.len();
     let whole = n / 64;
-    debug_assert!(
-        out.structural.len() == n.div_ceil(64) && out.digits.len() == out.structural.len() + 1
+    // Checked once here, so the stores below need no bounds checks.
+    let blocks = n.div_ceil(64);
+    assert!(
+        out.structural.len() == blocks
+            && out.newlines.len() == blocks
+            && out.digits.len() == blocks + 1
     );
     for b in 0..whole {
         let (structural, digits, newlines, odd) =
@@ -563,7 +571,7 @@ fn for_blocks(text: &[u8], out: Out<'_>, mut block: impl FnMut(&[u8; 64]) -> Blo
         out.digits[whole] = digits;
         out.newlines[whole] = newlines;
     }
-    out.digits[n.div_ceil(64)] = 0;
+    out.digits[blocks] = 0;
     true
 }
 
