@@ -100,10 +100,7 @@ impl Masks {
     }
 
     fn view(&self) -> View<'_> {
-        View {
-            structural: &self.structural[..self.blocks],
-            digits: &self.digits[..self.blocks + 1],
-        }
+        View::of(&self.structural, &self.digits, self.blocks)
     }
 }
 
@@ -135,11 +132,12 @@ impl DatagramMasks {
         self.len = datagram.len();
         classify_into(
             datagram,
-            Out {
-                structural: &mut self.structural[..blocks],
-                digits: &mut self.digits[..blocks + 1],
-                newlines: &mut self.newlines[..blocks],
-            },
+            Out::of(
+                &mut self.structural,
+                &mut self.digits,
+                &mut self.newlines,
+                blocks,
+            ),
         )
     }
 
@@ -158,10 +156,7 @@ impl DatagramMasks {
     }
 
     fn view(&self) -> View<'_> {
-        View {
-            structural: &self.structural[..self.blocks],
-            digits: &self.digits[..self.blocks + 1],
-        }
+        View::of(&self.structural, &self.digits, self.blocks)
     }
 }
 
@@ -173,7 +168,16 @@ struct View<'m> {
     digits: &'m [u64],
 }
 
-impl View<'_> {
+impl<'m> View<'m> {
+    /// The first `blocks` structural words, and the spare digits word.
+    #[inline(always)]
+    fn of(structural: &'m [u64], digits: &'m [u64], blocks: usize) -> Self {
+        View {
+            structural: &structural[..blocks],
+            digits: &digits[..blocks + 1],
+        }
+    }
+
     /// Digit bits of `len` (1..=64) bytes from `start`, bit 0 = `start`.
     #[inline(always)]
     fn digits(&self, start: usize, len: usize) -> u64 {
@@ -483,6 +487,23 @@ struct Out<'m> {
     newlines: &'m mut [u64],
 }
 
+impl<'m> Out<'m> {
+    /// The first `blocks` words of each mask, and the spare digits word.
+    #[inline(always)]
+    fn of(
+        structural: &'m mut [u64],
+        digits: &'m mut [u64],
+        newlines: &'m mut [u64],
+        blocks: usize,
+    ) -> Self {
+        Out {
+            structural: &mut structural[..blocks],
+            digits: &mut digits[..blocks + 1],
+            newlines: &mut newlines[..blocks],
+        }
+    }
+}
+
 /// Fill the masks of one line. Returns `false` when the line holds a byte
 /// the fast path does not handle: `"`, `\`, a control byte (a newline
 /// included), DEL or a non-ASCII byte.
@@ -491,11 +512,12 @@ fn classify(raw: &[u8], masks: &mut Masks) -> bool {
     let blocks = masks.blocks;
     classify_into(
         raw,
-        Out {
-            structural: &mut masks.structural[..blocks],
-            digits: &mut masks.digits[..blocks + 1],
-            newlines: &mut masks.newlines[..blocks],
-        },
+        Out::of(
+            &mut masks.structural,
+            &mut masks.digits,
+            &mut masks.newlines,
+            blocks,
+        ),
     ) && masks.newlines[..blocks].iter().all(|&w| w == 0)
 }
 

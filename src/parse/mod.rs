@@ -194,10 +194,9 @@ enum LineMasks<'a> {
     Reused(&'a mut fast::Masks),
     /// The masks of the whole datagram, which holds no byte the fast path
     /// declines (`Scanner::lines`, nearly always): its newline mask splits
-    /// the lines, and every line is scanned on it. `rest` is the
-    /// datagram's tail from `at` on.
+    /// the lines, and every line is scanned on it. `rest` stays the whole
+    /// datagram; the next line starts at `at`.
     Datagram {
-        datagram: &'a [u8],
         at: usize,
         masks: &'a fast::DatagramMasks,
     },
@@ -207,13 +206,8 @@ impl<'a> Iterator for Lines<'a> {
     type Item = Item<'a>;
     #[inline(always)]
     fn next(&mut self) -> Option<Item<'a>> {
-        if let LineMasks::Datagram {
-            datagram,
-            ref mut at,
-            masks,
-        } = self.masks
-        {
-            return next_in_plain(datagram, at, masks);
+        if let LineMasks::Datagram { ref mut at, masks } = self.masks {
+            return next_in_plain(self.rest, at, masks);
         }
         loop {
             if self.rest.is_empty() {
@@ -394,7 +388,6 @@ impl Scanner {
     pub fn lines<'a>(&'a mut self, datagram: &'a [u8]) -> Lines<'a> {
         let masks = if self.datagram.classify(datagram) {
             LineMasks::Datagram {
-                datagram,
                 at: 0,
                 masks: &self.datagram,
             }

@@ -1139,6 +1139,31 @@ mod scanner {
         "",
     ];
 
+    /// The datagram of `pieces` (indices into `from`), each but perhaps the
+    /// last followed by its line ending, then `edits` (position, byte).
+    fn datagram(
+        from: &[&str],
+        pieces: &[usize],
+        ending: impl Fn(usize) -> &'static str,
+        trailing_newline: bool,
+        edits: Vec<(prop::sample::Index, u8)>,
+    ) -> Vec<u8> {
+        let mut d = Vec::new();
+        for (i, &p) in pieces.iter().enumerate() {
+            d.extend_from_slice(from[p].as_bytes());
+            if i + 1 < pieces.len() || trailing_newline {
+                d.extend_from_slice(ending(i).as_bytes());
+            }
+        }
+        for (at, byte) in edits {
+            if !d.is_empty() {
+                let p = at.index(d.len());
+                d[p] = byte;
+            }
+        }
+        d
+    }
+
     /// Plain lines (every byte one the fast path takes), some valid, some not.
     const PLAIN_PIECES: &[&str] = &[
         "cpu,host=a,region=eu usage=1.5,idle=98i 1795985842709494595",
@@ -1204,19 +1229,8 @@ mod scanner {
                 &b"a=, 0\n\r\"\\\t#.-i"[..])), 0..4),
             trailing_newline in any::<bool>(),
         ) {
-            let mut d = Vec::new();
-            for (i, &p) in pieces.iter().enumerate() {
-                d.extend_from_slice(PIECES[p].as_bytes());
-                if i + 1 < pieces.len() || trailing_newline {
-                    d.extend_from_slice(if crlf[i] { b"\r\n" } else { b"\n" });
-                }
-            }
-            for (at, byte) in edits {
-                if !d.is_empty() {
-                    let p = at.index(d.len());
-                    d[p] = byte;
-                }
-            }
+            let d = datagram(PIECES, &pieces, |i| if crlf[i] { "\r\n" } else { "\n" },
+                trailing_newline, edits);
             let mut scanner = Scanner::new();
             same(&d, &mut scanner)?;
         }
@@ -1232,19 +1246,7 @@ mod scanner {
                 &b"a=, 0\n#.-iu9t"[..])), 0..6),
             trailing_newline in any::<bool>(),
         ) {
-            let mut d = Vec::new();
-            for (i, &p) in pieces.iter().enumerate() {
-                d.extend_from_slice(PLAIN_PIECES[p].as_bytes());
-                if i + 1 < pieces.len() || trailing_newline {
-                    d.push(b'\n');
-                }
-            }
-            for (at, byte) in edits {
-                if !d.is_empty() {
-                    let p = at.index(d.len());
-                    d[p] = byte;
-                }
-            }
+            let d = datagram(PLAIN_PIECES, &pieces, |_| "\n", trailing_newline, edits);
             let mut scanner = Scanner::new();
             prop_assert!(scanner.takes_whole(&d));
             same(&d, &mut scanner)?;

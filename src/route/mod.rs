@@ -66,13 +66,8 @@ impl QuickRule {
     fn matches(&self, line: &Line<'_>) -> bool {
         match &self.test {
             QuickTest::Pair(needle) => tags::has_pair(line.tags, needle),
-            QuickTest::Pairs(needles) => {
-                !line.tags.is_empty() && needles.iter().all(|n| tags::has_pair(line.tags, n))
-            }
-            QuickTest::Prefix { literal, negated } => {
-                (line.raw.len() >= literal.len() && eq_bytes(&line.raw[..literal.len()], literal))
-                    != *negated
-            }
+            QuickTest::Pairs(needles) => tags::has_pairs(line.tags, needles),
+            QuickTest::Prefix { literal, negated } => starts_with(line.raw, literal) != *negated,
         }
     }
 }
@@ -347,10 +342,7 @@ impl RouteTable {
             run_automaton(regex, haystack, &mut scratch.cache, &mut scratch.patterns);
         }
         let hit = |p: u32| match &self.prefixes {
-            Some(prefixes) => {
-                let prefix = &prefixes[p as usize];
-                haystack.len() >= prefix.len() && eq_bytes(&haystack[..prefix.len()], prefix)
-            }
+            Some(prefixes) => starts_with(haystack, &prefixes[p as usize]),
             None => scratch
                 .patterns
                 .contains(regex_automata::PatternID::must(p as usize)),
@@ -365,6 +357,12 @@ impl RouteTable {
         }
         best
     }
+}
+
+/// `haystack` starts with `literal` (an anchored-literal regex's test).
+#[inline(always)]
+fn starts_with(haystack: &[u8], literal: &[u8]) -> bool {
+    haystack.len() >= literal.len() && eq_bytes(&haystack[..literal.len()], literal)
 }
 
 /// Fill `patterns` with the ids of the patterns that match `haystack`.

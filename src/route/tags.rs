@@ -44,12 +44,18 @@ impl TagsRule {
     pub(super) fn matches(&self, tag_section: &[u8], escaped: bool) -> bool {
         match &self.needles {
             Some(needles) if !escaped || memchr::memchr(b'\\', tag_section).is_none() => {
-                !tag_section.is_empty()
-                    && needles.iter().all(|needle| has_pair(tag_section, needle))
+                has_pairs(tag_section, needles)
             }
             _ => tags_match_split(tag_section, &self.pairs),
         }
     }
+}
+
+/// Every needle (`key=value`) is a whole tag of a backslash-free, non-empty
+/// tag section.
+#[inline(always)]
+pub(super) fn has_pairs(section: &[u8], needles: &[Box<[u8]>]) -> bool {
+    !section.is_empty() && needles.iter().all(|needle| has_pair(section, needle))
 }
 
 /// Every `(key, value)` of `pairs` is among the tags of `tag_section`,
