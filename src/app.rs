@@ -99,6 +99,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let mut rx_buffer_bytes = 0u64;
     let mut threads = Vec::with_capacity(shard_count);
     let mut path = None;
+    let siblings = crate::rx::Siblings::new(shard_count);
     for index in 0..shard_count {
         let spec = ShardSpec {
             index,
@@ -119,6 +120,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                     Balance::Datagram => Some(shard_count),
                 },
                 mode: config.listen.io_uring,
+                steal: config.listen.steal.then(|| (siblings.clone(), index)),
             },
             table: table.clone(),
             route_sinks: route_sinks.clone(),

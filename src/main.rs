@@ -196,7 +196,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "listen: udp={:?} shards={} io_uring={:?} read_buffer_size={} wake_coalesce={:?} balance={:?} nice={}; admin: {}",
+        "listen: udp={:?} shards={} io_uring={:?} read_buffer_size={} wake_coalesce={:?} balance={:?} steal={} nice={}; admin: {}",
         config
             .listen
             .udp
@@ -212,6 +212,7 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.listen.read_buffer_size,
         config.listen.wake_coalesce,
         config.listen.balance,
+        config.listen.steal,
         config.listen.nice,
         config.admin_listen
     );

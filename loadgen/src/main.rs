@@ -245,6 +245,12 @@ struct VerifyArgs {
     /// baseline relay's `--balance`.
     #[arg(long, default_value = "flow", value_parser = ["flow", "datagram"])]
     balance: String,
+    /// sluice's `listen.steal` (a shard whose socket is caught up takes
+    /// datagrams from a sibling's that is behind): `on` or `off`. Left out
+    /// of the generated configuration unless given, so that a sluice older
+    /// than the option still starts (and steals where it can: on).
+    #[arg(long, value_parser = ["on", "off"])]
+    steal: Option<String>,
     /// sluice's rule table: `none` (every line to the junkyard), `basic`
     /// (one exact-name rule and route per generated measurement: every line
     /// routed by name) or `mixed` (a tags and a regex rule ahead of those:
@@ -706,6 +712,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
         wake_coalesce: parse_duration(&a.wake_coalesce)?,
         balance: a.balance.clone(),
+        steal: a.steal.as_deref().map(|s| s == "on"),
         rules: a.rules.clone(),
         max_rss: a
             .max_rss

@@ -200,6 +200,7 @@ struct RawListen {
     recv_buffers: Option<usize>,
     wake_coalesce: Option<DurationValue>,
     balance: Option<String>,
+    steal: Option<bool>,
     nice: Option<i64>,
 }
 
@@ -575,6 +576,7 @@ impl Validator<'_> {
                 32768,
             )? as usize,
             balance,
+            steal: raw.steal.unwrap_or(true),
             wake_coalesce,
             nice,
         })
@@ -902,6 +904,20 @@ mod tests {
         assert_eq!(Config::parse(&set, "t").unwrap().sinks[0].nice, -3);
         let e = err(&format!("{base}nice = 20\n"));
         assert!(e.contains("nice") && e.contains("-20..=19"), "{e}");
+    }
+
+    #[test]
+    fn steal_defaults_to_true_and_is_a_bool() {
+        assert!(Config::parse("", "t").unwrap().listen.steal);
+        assert!(Config::default_config().listen.steal);
+        assert!(
+            !Config::parse("[listen]\nsteal = false", "t")
+                .unwrap()
+                .listen
+                .steal
+        );
+        let e = err("[listen]\nsteal = 1");
+        assert!(e.contains("steal"), "{e}");
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub struct ListenConfig {
     /// Receive buffers per shard (io_uring provided buffers / recvmmsg batch slots).
     pub recv_buffers: usize,
     pub balance: Balance,
+    /// A shard whose own sockets are caught up takes datagrams from a
+    /// sibling's socket that is behind (work stealing), so one heavy flow
+    /// is not bound to one CPU; lines of a source being helped may leave
+    /// out of order.
+    pub steal: bool,
     /// After a wake-up that found datagrams, a shard lets the next ones
     /// gather this long before it wakes again (as a NIC's interrupt
     /// coalescing does); 0 wakes for every arrival.

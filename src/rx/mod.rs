@@ -20,10 +20,13 @@ use std::time::Duration;
 
 use crate::config::IoUringMode;
 
+pub use steal::Siblings;
+
 mod buffers;
 mod coalesce;
 mod mmsg;
 mod socket;
+mod steal;
 #[cfg(test)]
 mod tests;
 mod uring;
@@ -67,6 +70,10 @@ pub struct RxConfig {
     /// this many sockets of each address (one per shard); `None` leaves the
     /// kernel's flow hash.
     pub spread: Option<usize>,
+    /// `listen.steal`: the receive group this receiver belongs to and its
+    /// index in it; while its own sockets are caught up it takes datagrams
+    /// from siblings whose sockets are behind (`steal.rs`).
+    pub steal: Option<(std::sync::Arc<Siblings>, usize)>,
 }
 
 /// Counters of one receiver. Only its own shard writes them (plain fields);
@@ -96,6 +103,9 @@ pub struct RxStats {
     /// Polls that delivered at least one datagram: `datagrams / batches` is
     /// the mean batch a wake-up handled (`wake_coalesce` raises it).
     pub batches: u64,
+    /// Datagrams taken from siblings' sockets that were behind (also
+    /// counted in `datagrams`, `bytes`).
+    pub stolen: u64,
 }
 
 /// Errors of the receive layer.
@@ -122,6 +132,7 @@ pub struct Receiver {
     path: Path,
     sockets: socket::Sockets,
     io_uring_error: Option<std::io::Error>,
+    helper: Option<steal::Helper>,
 }
 
 // One per shard, built once and never moved on the hot path: size is irrelevant.
@@ -165,10 +176,29 @@ impl Receiver {
                 }
             },
         };
+        let helper = match &cfg.steal {
+            Some((siblings, me)) if siblings.len() > 1 => {
+                let dups = sockets
+                    .sockets
+                    .iter()
+                    .map(socket2::Socket::try_clone)
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .map_err(Error::Io)?;
+                siblings.register(*me, dups);
+                Some(steal::Helper::new(
+                    siblings.clone(),
+                    *me,
+                    steal_threshold(sockets.effective_rcvbuf),
+                    mmsg::Slots::new(cfg.buffers, cfg.max_datagram_size),
+                ))
+            }
+            _ => None,
+        };
         Ok(Receiver {
             path,
             sockets,
             io_uring_error,
+            helper,
         })
     }
 
@@ -205,19 +235,52 @@ impl Receiver {
         timeout: Duration,
         on_datagram: &mut F,
     ) -> Result<usize, Error> {
-        match &mut self.path {
-            Path::IoUring(rx) => rx.poll(timeout, on_datagram),
-            Path::Recvmmsg(rx) => rx.poll(timeout, on_datagram),
-        }
+        let timeout = match &self.helper {
+            Some(helper) => helper.cap_timeout(timeout),
+            None => timeout,
+        };
+        let (own, backlog) = match &mut self.path {
+            Path::IoUring(rx) => (rx.poll(timeout, on_datagram)?, rx.stats().backlog_bytes),
+            Path::Recvmmsg(rx) => (rx.poll(timeout, on_datagram)?, rx.stats().backlog_bytes),
+        };
+        let Some(helper) = &mut self.helper else {
+            return Ok(own);
+        };
+        Ok(own + helper.help(backlog, own, on_datagram)?)
     }
 
     /// Cumulative counters.
     pub fn stats(&self) -> RxStats {
-        match &self.path {
+        let mut stats = match &self.path {
             Path::IoUring(rx) => rx.stats(),
             Path::Recvmmsg(rx) => rx.stats(),
+        };
+        if let Some(helper) = &self.helper {
+            let stolen = helper.stats();
+            stats.datagrams += stolen.datagrams;
+            stats.bytes += stolen.bytes;
+            stats.truncated += stolen.truncated;
+            stats.batches += stolen.batches;
+            stats.stolen = stolen.stolen;
+        }
+        stats
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        // Before the sockets close: siblings stop stealing from them.
+        if let Some(helper) = &self.helper {
+            helper.withdraw();
         }
     }
+}
+
+/// A socket is behind, for `listen.steal`, once its queue holds a sixteenth
+/// of what it can hold before the kernel drops (4 MB of the default 64 MB;
+/// a wake-up at full speed finds about 1.5 MB there).
+fn steal_threshold(effective_rcvbuf: usize) -> u64 {
+    (effective_rcvbuf as u64 / 16).max(1)
 }
 
 /// The hook is on for exactly "1".

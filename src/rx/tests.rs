@@ -59,6 +59,7 @@ fn config(addrs: Vec<SocketAddr>, mode: IoUringMode) -> RxConfig {
         // coalescing has its own tests.
         wake_coalesce: Duration::ZERO,
         spread: None,
+        steal: None,
     }
 }
 
@@ -663,4 +664,120 @@ fn balance_datagram_spreads_one_source_over_the_group() {
             None => assert!(a == 0 || b == 0, "{spread:?}: {a} / {b}"),
         }
     }
+}
+
+/// Two receivers of one `SO_REUSEPORT` group with `steal` on, bound to one
+/// port, and a sender whose one flow the kernel hashes to one of them.
+struct StealPair {
+    rx: [Receiver; 2],
+    to: SocketAddr,
+    tx: UdpSocket,
+}
+
+impl StealPair {
+    fn open(path: RxPath) -> StealPair {
+        let siblings = Siblings::new(2);
+        let first_cfg = RxConfig {
+            steal: Some((siblings.clone(), 0)),
+            ..config(vec![v4()], mode(path))
+        };
+        let first = open(&first_cfg, path);
+        let to = first.local_addrs()[0];
+        let second_cfg = RxConfig {
+            addrs: vec![to],
+            steal: Some((siblings, 1)),
+            ..first_cfg
+        };
+        let second = open(&second_cfg, path);
+        StealPair {
+            rx: [first, second],
+            to,
+            tx: sender_for(to),
+        }
+    }
+
+    /// Bytes the kernel holds in receiver `i`'s socket queue.
+    fn queued(&self, i: usize) -> u64 {
+        use std::os::fd::AsRawFd;
+        let fd = self.rx[i].sockets.sockets[0].as_raw_fd();
+        u64::from(socket::socket_meminfo(fd).expect("SO_MEMINFO").1)
+    }
+
+    /// Send `payload(i)` for `range` and wait until the kernel has queued
+    /// them; returns which receiver's socket holds them.
+    fn send(&self, range: std::ops::Range<usize>) -> usize {
+        let before = [self.queued(0), self.queued(1)];
+        for i in range {
+            self.tx.send_to(&payload(i), self.to).unwrap();
+        }
+        // Loopback delivers within the send call; the queue is final.
+        let after = [self.queued(0), self.queued(1)];
+        assert!(
+            after[0] == before[0] || after[1] == before[1],
+            "one flow landed on both sockets: {before:?} -> {after:?}"
+        );
+        usize::from(after[1] > before[1])
+    }
+}
+
+/// `steal`: a receiver with nothing of its own takes a sibling's datagrams
+/// once the sibling's queue is past the threshold (a sixteenth of the
+/// socket's drop point), byte-identical and in queue order; below it,
+/// nothing is taken.
+#[test]
+fn a_caught_up_receiver_steals_from_a_sibling_that_is_behind() {
+    for path in paths() {
+        let mut pair = StealPair::open(path);
+        let threshold = steal_threshold(pair.rx[0].effective_rcvbuf());
+        // A few datagrams, well under the threshold: the idle one leaves them.
+        let busy = pair.send(0..5);
+        let idle = 1 - busy;
+        for _ in 0..3 {
+            let got = pair.rx[idle].poll(Duration::from_millis(5), &mut |_: &[u8]| {});
+            assert_eq!(got.unwrap(), 0, "{path:?}: stole below the threshold");
+        }
+        assert_eq!(collect(&mut pair.rx[busy], 5).len(), 5, "{path:?}");
+        // Now push the busy one's queue past twice the threshold.
+        let mut sent = 5;
+        while pair.queued(busy) < 2 * threshold {
+            assert_eq!(pair.send(sent..sent + 10), busy, "{path:?}");
+            sent += 10;
+            assert!(sent < 5_000, "{path:?}: queue never reached {threshold}");
+        }
+        let stolen = collect(&mut pair.rx[idle], sent - 5);
+        assert_eq!(stolen.len(), sent - 5, "{path:?}");
+        for (k, datagram) in stolen.iter().enumerate() {
+            assert_eq!(datagram, &payload(5 + k), "{path:?}: datagram {k}");
+        }
+        let stats = pair.rx[idle].stats();
+        assert_eq!(stats.stolen, (sent - 5) as u64, "{path:?}: {stats:?}");
+        assert_eq!(stats.datagrams, (sent - 5) as u64, "{path:?}: {stats:?}");
+        assert_eq!(pair.queued(busy), 0, "{path:?}");
+        let owner = pair.rx[busy].poll(Duration::from_millis(5), &mut |_: &[u8]| {});
+        assert_eq!(owner.unwrap(), 0, "{path:?}");
+        assert_eq!(pair.rx[busy].stats().kernel_drops, 0, "{path:?}");
+        assert_eq!(pair.rx[busy].stats().stolen, 0, "{path:?}");
+    }
+}
+
+/// A receiver that dropped has withdrawn its sockets: its sibling neither
+/// reads them nor fails, and a group of one steals nothing.
+#[test]
+fn a_dropped_receiver_leaves_the_group() {
+    for path in paths() {
+        let StealPair { rx, to, tx } = StealPair::open(path);
+        let [first, mut second] = rx;
+        drop(first);
+        for i in 0..20 {
+            tx.send_to(&payload(i), to).unwrap();
+        }
+        // The group now has one socket bound: everything lands there.
+        assert_eq!(collect(&mut second, 20).len(), 20, "{path:?}");
+        assert_eq!(second.stats().stolen, 0, "{path:?}");
+    }
+    let lonely = RxConfig {
+        steal: Some((Siblings::new(1), 0)),
+        ..config(vec![v4()], IoUringMode::Off)
+    };
+    assert!(open(&lonely, RxPath::Recvmmsg).helper.is_none());
 }

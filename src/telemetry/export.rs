@@ -261,6 +261,12 @@ impl Collector for Telemetry {
             "Shard wake-ups that found datagrams; sluice_received_datagrams over this is the mean batch (listen.wake_coalesce raises it).",
             t.rx_batches,
         )?;
+        counter(
+            e,
+            "sluice_rx_stolen_datagrams",
+            "Datagrams shards took from siblings' sockets that were behind (listen.steal): how much a skewed flow split needed help.",
+            t.stolen,
+        )?;
         // Per shard: how evenly SO_REUSEPORT spread the senders' flows (one
         // source address and port always land on one shard).
         let labels: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();
@@ -281,6 +287,12 @@ impl Collector for Telemetry {
             "sluice_shard_received_datagrams",
             "Datagrams received, per shard: an uneven split means few or heavy flows (each source address and port lands on one shard).",
             &per_shard(&self.shards, &labels, |s| s.get(super::DATAGRAMS)),
+        )?;
+        counter_family(
+            e,
+            "sluice_shard_stolen_datagrams",
+            "Datagrams a shard took from siblings' sockets that were behind (listen.steal; also counted in sluice_shard_received_datagrams).",
+            &per_shard(&self.shards, &labels, |s| s.get(super::STOLEN)),
         )?;
         gauge_family(
             e,

@@ -67,10 +67,12 @@ const KERNEL_DROPS: usize = 5;
 const REARMS: usize = 6;
 const DEAD_LETTERED: usize = 7;
 const BATCHES: usize = 8;
+/// Datagrams a shard took from siblings' sockets (`listen.steal`).
+const STOLEN: usize = 9;
 // Gauges: a scrape takes the largest over shards, not the sum.
-const BACKLOG: usize = 9;
-const BACKLOG_MAX: usize = 10;
-const FIXED: usize = 11;
+const BACKLOG: usize = 10;
+const BACKLOG_MAX: usize = 11;
+const FIXED: usize = 12;
 
 impl Layout {
     fn drop_base(&self) -> usize {
@@ -152,6 +154,7 @@ impl LocalCounters {
         self.values[BACKLOG] = rx.backlog_bytes;
         self.values[BACKLOG_MAX] = rx.backlog_max_bytes;
         self.values[BATCHES] = rx.batches;
+        self.values[STOLEN] = rx.stolen;
     }
     /// Make the current totals visible to scrapes.
     pub fn publish(&self, to: &ShardCounters) {
@@ -202,6 +205,8 @@ pub struct Totals {
     pub rx_backlog_bytes: u64,
     /// The largest receive backlog of any one socket since start.
     pub rx_backlog_max_bytes: u64,
+    /// Datagrams shards took from siblings' sockets that were behind.
+    pub stolen: u64,
     /// Rejected lines also sent to the dead-letter route.
     pub dead_lettered: u64,
     /// Indexed like [`LineDrop::ALL`].
@@ -237,6 +242,7 @@ impl Totals {
             rx_batches: flat[BATCHES],
             rx_backlog_bytes: flat[BACKLOG],
             rx_backlog_max_bytes: flat[BACKLOG_MAX],
+            stolen: flat[STOLEN],
             dead_lettered: flat[DEAD_LETTERED],
             dropped: slice(layout.drop_base(), LineDrop::ALL.len()),
             parse_errors: slice(layout.parse_base(), ParseError::ALL.len()),

@@ -74,6 +74,7 @@ fn admin_endpoints() {
         "sluice_rx_backlog_bytes",
         "sluice_rx_backlog_max_bytes",
         "sluice_rx_batches_total",
+        "sluice_rx_stolen_datagrams_total",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
@@ -101,6 +102,7 @@ fn admin_endpoints() {
         for name in [
             "sluice_shard_received_datagrams_total",
             "sluice_shard_rx_backlog_bytes",
+            "sluice_shard_stolen_datagrams_total",
         ] {
             let series = format!("{name}{{shard=\"{shard}\"}}");
             assert!(m.values.contains_key(&series), "{series} missing");
@@ -162,6 +164,70 @@ fn wake_coalesce_batches_a_trickle_and_loses_nothing() {
         "{coalesced} wake-ups for {DATAGRAMS} datagrams over ≥ 400 ms at 25 ms"
     );
     assert!(eager >= 100, "only {eager} wake-ups without coalescing");
+}
+
+/// `listen.steal` through the real binary: one source (one shard by the
+/// flow hash) whose shard pauses after each wake-up (`wake_coalesce` on the
+/// recvmmsg path sleeps in user space), so its queue passes the
+/// threshold (a sixteenth of a 256 KB buffer's drop point) between
+/// wake-ups. The other shard, with nothing of its own, takes part of it;
+/// every line arrives once. With `steal = false` nobody helps.
+#[test]
+fn a_caught_up_shard_steals_from_a_sibling_that_is_behind() {
+    const DATAGRAMS: usize = 300;
+    const LINES: usize = 30;
+    let mut stolen = Vec::new();
+    for steal in [true, false] {
+        let sink = HttpSink::start(Behaviour::Ok);
+        let config = format!(
+            "{}{}",
+            base_config("off")
+                .replace(
+                    "read_buffer_size = \"4MB\"",
+                    &format!(
+                        "read_buffer_size = \"256KB\"\nwake_coalesce = \"100ms\"\nsteal = {steal}"
+                    )
+                )
+                // A shard's wait also ends when an open chunk is due; keep
+                // that from cutting the pause short.
+                .replace("max_age = \"20ms\"", "max_age = \"1s\""),
+            sink_config("s", &sink.url(), &["*"])
+        );
+        let mut s = Sluice::start(&config);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Thirty lines a datagram (~1.4 KB; 3.6 KB of kernel memory each),
+        // 5 datagrams every 10 ms: the 16 or more that gather while the
+        // shard pauses (up to its 50 ms longest wait) pass the threshold
+        // (≤ 32 KB) and stay far from the drop point (≥ 416 KB).
+        let lines = make_lines("cpu", DATAGRAMS * LINES, "");
+        for (i, chunk) in lines.chunks(LINES).enumerate() {
+            tx.send_to(chunk.join("\n").as_bytes(), s.udp[0]).unwrap();
+            if i % 5 == 4 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        assert!(wait_until(Duration::from_secs(10), || sink.lines().len()
+            == DATAGRAMS * LINES));
+        let m = s.metrics();
+        assert_eq!(m.get("sluice_received_datagrams_total"), DATAGRAMS as u64);
+        assert_eq!(m.get("sluice_kernel_drops_total"), 0);
+        let mut got = sink.lines();
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), DATAGRAMS * LINES, "a line arrived twice");
+        assert_eq!(
+            m.sum("sluice_shard_stolen_datagrams_total"),
+            m.get("sluice_rx_stolen_datagrams_total")
+        );
+        stolen.push(m.get("sluice_rx_stolen_datagrams_total"));
+        assert_eq!(s.terminate(), 0);
+    }
+    eprintln!("stolen with steal on: {}, off: {}", stolen[0], stolen[1]);
+    assert!(
+        stolen[0] > 0,
+        "nothing stolen from a shard that pauses between wake-ups"
+    );
+    assert_eq!(stolen[1], 0);
 }
 
 /// `Cpus_allowed_list` of each `shard-*` thread of `pid`, and of the process.

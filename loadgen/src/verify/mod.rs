@@ -76,6 +76,8 @@ pub struct VerifyConfig {
     pub wake_coalesce: Duration,
     /// `flow` or `datagram`: sluice's `listen.balance`, the baseline's `--balance`.
     pub balance: String,
+    /// `--steal`: sluice's `listen.steal`; `None` leaves sluice's default.
+    pub steal: Option<bool>,
     /// sluice's rule table (`--rules`): `none`, `basic` or `mixed`
     /// (`sut::rules_toml`). The baseline relay routes nothing either way.
     pub rules: String,
@@ -116,6 +118,7 @@ impl Default for VerifyConfig {
             rcvbuf: 32 << 20,
             wake_coalesce: Duration::from_millis(2),
             balance: "flow".into(),
+            steal: None,
             rules: "none".into(),
             max_rss: None,
             cpus: None,
@@ -202,6 +205,10 @@ pub struct RunResult {
     /// evenly `SO_REUSEPORT` spread the sender's flows (empty for the
     /// baseline).
     pub shard_datagrams: Vec<u64>,
+    /// Of those, the datagrams each shard took from a sibling's socket that
+    /// was behind (`sluice_shard_stolen_datagrams_total`; empty for the
+    /// baseline and for a sluice without `listen.steal`).
+    pub shard_stolen: Vec<u64>,
     /// `--balance`: `flow` or `datagram`.
     pub balance: String,
     /// `--rules`: sluice's rule table (`none`, `basic`, `mixed`).
@@ -614,6 +621,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         wake_coalesce_us: u64::try_from(cfg.wake_coalesce.as_micros()).unwrap_or(u64::MAX),
         rx_batches: msum(&m, "sluice_rx_batches_total") as u64,
         shard_datagrams: per_shard(&m, "sluice_shard_received_datagrams_total"),
+        shard_stolen: per_shard(&m, "sluice_shard_stolen_datagrams_total"),
         balance: cfg.balance.clone(),
         rules: cfg.rules.clone(),
         routed_lines: m
@@ -924,6 +932,22 @@ mod tests {
             default.matches("read_buffer_size = \"32768KB\"\n").count(),
             1
         );
+        // `--steal` only when given (an older sluice rejects the key), and
+        // then inside [listen].
+        assert!(!default.contains("steal"), "{default}");
+        for steal in [true, false] {
+            let text = sluice_config(
+                &sinks,
+                &VerifyConfig {
+                    steal: Some(steal),
+                    ..VerifyConfig::default()
+                },
+            );
+            let listen = text.find("[listen]").unwrap();
+            let sanity = text.find("[sanity]").unwrap();
+            let key = text.find(&format!("\nsteal = {steal}\n")).expect(&text);
+            assert!(listen < key && key < sanity, "{text}");
+        }
     }
 
     #[test]

@@ -144,6 +144,18 @@ pub fn print_result(r: &RunResult) {
                 "balance flow: each source port lands on one shard"
             }
         );
+        let stolen: u64 = r.shard_stolen.iter().sum();
+        if stolen > 0 {
+            let shares: Vec<String> = r
+                .shard_stolen
+                .iter()
+                .map(|&d| format!("{:.1} %", d as f64 / shard_total as f64 * 100.0))
+                .collect();
+            println!(
+                "  stolen    : {} of the datagrams taken from a sibling's socket that was behind (listen.steal)",
+                shares.join(" / ")
+            );
+        }
     }
     let routed_total: f64 = r.routed_lines.values().sum();
     if routed_total > 0.0 {

@@ -46,6 +46,13 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
     let mut s = format!(
         "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\nwake_coalesce = \"{coalesce_us}us\"\nbalance = \"{balance}\"\nnice = {nice}\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
+    if let Some(steal) = cfg.steal {
+        // Under [listen], before the next table starts.
+        let at = s
+            .find("\n\n[sanity]")
+            .expect("the [sanity] table follows [listen]");
+        s.insert_str(at, &format!("\nsteal = {steal}"));
+    }
     s.push_str(&rules_toml(&cfg.rules, cfg.measurements));
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
