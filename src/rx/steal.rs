@@ -10,9 +10,13 @@
 //! handled by exactly one shard. The cost: while a shard is helped, lines of
 //! one source may leave out of order (order holds otherwise).
 //!
-//! The check is cheap and bounded: at most [`PROBES`] siblings per check, one
+//! The check is cheap and bounded: at most [`PROBES`] siblings per check
+//! (the one found behind last time first, then the others in rotation), one
 //! `getsockopt(SO_MEMINFO)` each, at most once per [`CHECK_INTERVAL`] while
 //! nobody is behind; at most [`STEAL_BATCHES`] `recvmmsg` calls per poll.
+//! While a sibling is behind or half way there, the helper waits at most
+//! [`WATCH_WAIT`] for its own datagrams, and not at all while the batch
+//! bound stopped it with the sibling still behind.
 //! The helper reads the sibling's queue itself rather than trusting what the
 //! sibling last published, because a shard falls behind exactly when it is
 //! not running.
@@ -114,8 +118,10 @@ pub(super) struct Helper {
     /// and above which this shard's own queue keeps it from helping.
     threshold: u64,
     slots: Slots,
-    /// Where the next check starts among the siblings.
+    /// Where the next check's rotation starts among the siblings.
     cursor: usize,
+    /// The sibling the last check found behind: probed first next time.
+    hot: Option<usize>,
     last_check: Option<Instant>,
     watch: Watch,
     /// What stolen datagrams added: `datagrams`, `bytes`, `truncated`,
@@ -131,6 +137,7 @@ impl Helper {
             threshold: threshold.max(1),
             slots,
             cursor: 0,
+            hot: None,
             last_check: None,
             watch: Watch::Quiet,
             stats: RxStats::default(),
@@ -183,16 +190,26 @@ impl Helper {
         self.watch = Watch::Quiet;
         let mut batches = STEAL_BATCHES;
         let mut delivered = 0;
-        for probe in 0..PROBES.min(others) {
-            let sibling = (self.me + 1 + (self.cursor + probe) % others) % self.siblings.len();
+        let (order, probes, advance) =
+            probe_order(self.me, self.siblings.len(), self.cursor, self.hot);
+        self.cursor = self.cursor.wrapping_add(advance);
+        for &sibling in &order[..probes] {
             let Some(sockets) = self.siblings.sockets(sibling) else {
                 continue;
             };
+            let mut found = Watch::Quiet;
             for socket in sockets.iter() {
-                delivered += self.steal_from(socket, &mut batches, on_datagram)?;
+                let (n, watch) = self.steal_from(socket, &mut batches, on_datagram)?;
+                delivered += n;
+                found = found.max(watch);
+            }
+            self.watch = self.watch.max(found);
+            if found > Watch::Quiet {
+                self.hot = Some(sibling);
+            } else if self.hot == Some(sibling) {
+                self.hot = None;
             }
         }
-        self.cursor = self.cursor.wrapping_add(PROBES.min(others));
         if delivered > 0 {
             self.stats.stolen += delivered as u64;
             if own_delivered == 0 {
@@ -203,39 +220,110 @@ impl Helper {
     }
 
     /// Take datagrams from `socket` while it is behind and the poll's
-    /// `batches` last.
+    /// `batches` last. Returns the datagrams delivered and what was found:
+    /// `Quiet` (under half the threshold), `Behind` (half way there, or
+    /// emptied), `Stealing` (the bound stopped us, not an empty queue).
     fn steal_from<F: FnMut(&[u8])>(
         &mut self,
         socket: &Socket,
         batches: &mut usize,
         on_datagram: &mut F,
-    ) -> std::io::Result<usize> {
+    ) -> std::io::Result<(usize, Watch)> {
         use std::os::fd::AsRawFd;
         let fd = socket.as_raw_fd();
         let Some((_, queued)) = socket_meminfo(fd) else {
-            return Ok(0);
+            return Ok((0, Watch::Quiet));
         };
         let queued = u64::from(queued);
         if queued < self.threshold {
             // Half way there: keep looking every millisecond rather than
             // sleeping a whole poll while it fills.
-            if queued >= self.threshold / 2 {
-                self.watch = self.watch.max(Watch::Behind);
-            }
-            return Ok(0);
+            let watch = if queued >= self.threshold / 2 {
+                Watch::Behind
+            } else {
+                Watch::Quiet
+            };
+            return Ok((0, watch));
         }
-        self.watch = self.watch.max(Watch::Behind);
         let mut delivered = 0;
         while *batches > 0 {
             *batches -= 1;
             let received = self.slots.receive(fd)?;
             delivered += self.slots.deliver(received, &mut self.stats, on_datagram);
             if received < self.slots.len() {
-                return Ok(delivered);
+                return Ok((delivered, Watch::Behind));
             }
         }
-        // The bound stopped us, not an empty queue.
-        self.watch = Watch::Stealing;
-        Ok(delivered)
+        Ok((delivered, Watch::Stealing))
+    }
+}
+
+/// The siblings one check looks at, never `me`: the one found behind at
+/// the last check first (`hot`: on a big host one hot shard must not wait
+/// for the rotation to come round again), then the next in rotation from
+/// `cursor`, [`PROBES`] distinct ones at most. Returns them, how many, and
+/// how far the rotation moved.
+fn probe_order(
+    me: usize,
+    shards: usize,
+    cursor: usize,
+    hot: Option<usize>,
+) -> ([usize; PROBES], usize, usize) {
+    let others = shards.saturating_sub(1);
+    let mut order = [0; PROBES];
+    let mut count = 0;
+    if let Some(hot) = hot.filter(|&h| h != me && h < shards) {
+        order[0] = hot;
+        count = 1;
+    }
+    let mut advance = 0;
+    while count < PROBES.min(others) && advance < others {
+        let sibling = (me + 1 + (cursor + advance) % others) % shards;
+        advance += 1;
+        if !order[..count].contains(&sibling) {
+            order[count] = sibling;
+            count += 1;
+        }
+    }
+    (order, count, advance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_rotate_over_the_siblings_and_put_the_hot_one_first() {
+        let probes = |me, shards, cursor, hot| {
+            let (order, count, advance) = probe_order(me, shards, cursor, hot);
+            (order[..count].to_vec(), advance)
+        };
+        // Two shards: the one sibling, whatever the cursor.
+        assert_eq!(probes(0, 2, 0, None), (vec![1], 1));
+        assert_eq!(probes(1, 2, 7, None), (vec![0], 1));
+        assert_eq!(probes(1, 2, 7, Some(0)), (vec![0], 0));
+        // Five shards, me = 2: the others are 3, 4, 0, 1 in rotation.
+        assert_eq!(probes(2, 5, 0, None), (vec![3, 4], 2));
+        assert_eq!(probes(2, 5, 2, None), (vec![0, 1], 2));
+        assert_eq!(probes(2, 5, 3, None), (vec![1, 3], 2));
+        // The hot one first, then the rotation, skipping it.
+        assert_eq!(probes(2, 5, 0, Some(0)), (vec![0, 3], 1));
+        assert_eq!(probes(2, 5, 2, Some(0)), (vec![0, 1], 2));
+        // A stale or impossible `hot` is ignored.
+        assert_eq!(probes(2, 5, 0, Some(2)), (vec![3, 4], 2));
+        assert_eq!(probes(2, 5, 0, Some(9)), (vec![3, 4], 2));
+        // Every sibling comes round: over 4 checks each is probed twice.
+        let mut seen = [0; 5];
+        let mut cursor = 0;
+        for _ in 0..4 {
+            let (order, count, advance) = probe_order(2, 5, cursor, None);
+            cursor += advance;
+            for &s in &order[..count] {
+                seen[s] += 1;
+            }
+        }
+        assert_eq!(seen, [2, 2, 0, 2, 2]);
+        // One shard: nothing to probe.
+        assert_eq!(probes(0, 1, 0, None), (vec![], 0));
     }
 }
