@@ -20,6 +20,9 @@
 #                     session: 16 flows over 2 shards split 75/25 and lost)
 #   BALANCE=flow      `datagram` spreads each datagram instead (listen.balance,
 #                     the baseline's --balance)
+#   STEAL=off         `on`: sluice's listen.steal (caught-up shards take from a
+#                     sibling whose socket is behind); measure it both ways
+#                     with few SOURCES on a many-core host (fifteenth session)
 #   MEMORY_DURATION=60s  then sluice alone at RATE for this long with the
 #                     appliance's default sink settings (queue 256, 1 s),
 #                     gated at 256 MiB peak RSS (loss is the first run's
@@ -63,6 +66,7 @@ bash tuning/apply.sh 2>&1 | tee "$out/tuning.txt" || true
 # The same sluice, load and layout for both runs below.
 load=(--sluice "$sluice" --rate "${RATE:-1GiB/s}" --payload "${PAYLOAD:-8192}"
     --threads "${THREADS:-4}" --sources "${SOURCES:-64}" --balance "${BALANCE:-flow}"
+    --steal "${STEAL:-off}"
     --pin "${PIN:-false}" --no-progress)
 
 status=0

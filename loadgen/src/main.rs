@@ -248,7 +248,7 @@ struct VerifyArgs {
     /// sluice's `listen.steal` (a shard whose socket is caught up takes
     /// datagrams from a sibling's that is behind): `on` or `off`. Left out
     /// of the generated configuration unless given, so that a sluice older
-    /// than the option still starts (and steals where it can: on).
+    /// than the option still starts (and gets its default: off).
     #[arg(long, value_parser = ["on", "off"])]
     steal: Option<String>,
     /// sluice's rule table: `none` (every line to the junkyard), `basic`

@@ -576,7 +576,7 @@ impl Validator<'_> {
                 32768,
             )? as usize,
             balance,
-            steal: raw.steal.unwrap_or(true),
+            steal: raw.steal.unwrap_or(false),
             wake_coalesce,
             nice,
         })
@@ -907,11 +907,11 @@ mod tests {
     }
 
     #[test]
-    fn steal_defaults_to_true_and_is_a_bool() {
-        assert!(Config::parse("", "t").unwrap().listen.steal);
-        assert!(Config::default_config().listen.steal);
+    fn steal_defaults_to_false_and_is_a_bool() {
+        assert!(!Config::parse("", "t").unwrap().listen.steal);
+        assert!(!Config::default_config().listen.steal);
         assert!(
-            !Config::parse("[listen]\nsteal = false", "t")
+            Config::parse("[listen]\nsteal = true", "t")
                 .unwrap()
                 .listen
                 .steal

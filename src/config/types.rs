@@ -93,7 +93,7 @@ pub struct ListenConfig {
     /// A shard whose own sockets are caught up takes datagrams from a
     /// sibling's socket that is behind (work stealing), so one heavy flow
     /// is not bound to one CPU; lines of a source being helped may leave
-    /// out of order.
+    /// out of order. Off by default.
     pub steal: bool,
     /// After a wake-up that found datagrams, a shard lets the next ones
     /// gather this long before it wakes again (as a NIC's interrupt
