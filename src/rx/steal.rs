@@ -102,8 +102,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum Watch {
     /// No sibling behind.
     Quiet,
-    /// A sibling was behind (or half way there) and is not being emptied
-    /// by the steal bound: look again within a millisecond.
+    /// A sibling's queue is past half the threshold, and this shard either
+    /// emptied it or left it under the threshold: look again within a
+    /// millisecond.
     Behind,
     /// The steal bound stopped this shard with the sibling still behind:
     /// look again at once.
