@@ -239,22 +239,20 @@ impl Receiver {
             Some(helper) => helper.cap_timeout(timeout),
             None => timeout,
         };
-        let (own, backlog) = match &mut self.path {
-            Path::IoUring(rx) => (rx.poll(timeout, on_datagram)?, rx.stats().backlog_bytes),
-            Path::Recvmmsg(rx) => (rx.poll(timeout, on_datagram)?, rx.stats().backlog_bytes),
+        let own = match &mut self.path {
+            Path::IoUring(rx) => rx.poll(timeout, on_datagram)?,
+            Path::Recvmmsg(rx) => rx.poll(timeout, on_datagram)?,
         };
         let Some(helper) = &mut self.helper else {
             return Ok(own);
         };
+        let backlog = self.path.stats().backlog_bytes;
         Ok(own + helper.help(backlog, own, on_datagram)?)
     }
 
     /// Cumulative counters.
     pub fn stats(&self) -> RxStats {
-        let mut stats = match &self.path {
-            Path::IoUring(rx) => rx.stats(),
-            Path::Recvmmsg(rx) => rx.stats(),
-        };
+        let mut stats = self.path.stats();
         if let Some(helper) = &self.helper {
             let stolen = helper.stats();
             stats.datagrams += stolen.datagrams;
@@ -272,6 +270,16 @@ impl Drop for Receiver {
         // Before the sockets close: siblings stop stealing from them.
         if let Some(helper) = &self.helper {
             helper.withdraw();
+        }
+    }
+}
+
+impl Path {
+    /// The receive path's own counters (stolen datagrams not included).
+    fn stats(&self) -> RxStats {
+        match self {
+            Path::IoUring(rx) => rx.stats(),
+            Path::Recvmmsg(rx) => rx.stats(),
         }
     }
 }

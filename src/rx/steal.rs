@@ -49,7 +49,6 @@ const WATCH_WAIT: Duration = Duration::from_millis(1);
 type Entry = Mutex<Option<Arc<[Socket]>>>;
 
 /// The sockets of every shard of one receive group, shared among them.
-#[derive(Default)]
 pub struct Siblings {
     slots: Box<[Entry]>,
 }
@@ -117,6 +116,7 @@ pub(super) struct Helper {
     me: usize,
     /// Queue size (kernel bytes) above which a sibling's socket is behind,
     /// and above which this shard's own queue keeps it from helping.
+    /// At least 1 (`steal_threshold`).
     threshold: u64,
     slots: Slots,
     /// Where the next check's rotation starts among the siblings.
@@ -135,7 +135,7 @@ impl Helper {
         Helper {
             siblings,
             me,
-            threshold: threshold.max(1),
+            threshold,
             slots,
             cursor: 0,
             hot: None,

@@ -130,14 +130,17 @@ pub fn print_result(r: &RunResult) {
     }
     let shard_total: u64 = r.shard_datagrams.iter().sum();
     if r.shard_datagrams.len() > 1 && shard_total > 0 {
-        let shares: Vec<String> = r
-            .shard_datagrams
-            .iter()
-            .map(|&d| format!("{:.1} %", d as f64 / shard_total as f64 * 100.0))
-            .collect();
+        // Each shard's count as a share of all the datagrams received.
+        let shares = |counts: &[u64]| {
+            counts
+                .iter()
+                .map(|&d| format!("{:.1} %", d as f64 / shard_total as f64 * 100.0))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
         println!(
             "  shards    : {} of the datagrams ({})",
-            shares.join(" / "),
+            shares(&r.shard_datagrams),
             if r.balance == "datagram" {
                 "balance datagram: each datagram to a shard at random"
             } else {
@@ -146,14 +149,9 @@ pub fn print_result(r: &RunResult) {
         );
         let stolen: u64 = r.shard_stolen.iter().sum();
         if stolen > 0 {
-            let shares: Vec<String> = r
-                .shard_stolen
-                .iter()
-                .map(|&d| format!("{:.1} %", d as f64 / shard_total as f64 * 100.0))
-                .collect();
             println!(
                 "  stolen    : {} of the datagrams taken from a sibling's socket that was behind (listen.steal)",
-                shares.join(" / ")
+                shares(&r.shard_stolen)
             );
         }
     }
