@@ -24,6 +24,7 @@
 //! once and prints what it scanned.
 use std::time::{Duration, Instant};
 
+use sluice::batch::pool::ChunkPool;
 use sluice::batch::{Batcher, DeliveryGroups};
 use sluice::check::{Checker, Verdict};
 use sluice::config::{Precision, RuleConfig, RuleKind, SanityConfig};
@@ -121,7 +122,14 @@ fn main() {
         })
         .collect();
     let groups = DeliveryGroups::new(&route_sinks);
-    let mut batcher = Batcher::new(groups.sinks.len(), 256 << 10, Duration::from_millis(100));
+    // A pool, as a shard has: each sealed chunk's buffer comes back when the
+    // bench drops it.
+    let mut batcher = Batcher::new(
+        groups.sinks.len(),
+        256 << 10,
+        Duration::from_millis(100),
+        ChunkPool::filled(groups.sinks.len() + 1, 256 << 10),
+    );
     let now = Instant::now();
     let mut scratch = Vec::with_capacity(1024);
     let mut scanner = parse::Scanner::new();

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use sluice::batch::pool::ChunkPool;
 use sluice::batch::Batcher;
 use sluice::budget::Budgets;
 use sluice::check::{Checker, Verdict};
@@ -210,7 +211,12 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("scan_check_route_append", |b| {
         let mut scratch = table.scratch();
-        let mut batcher = Batcher::new(table.routes().len(), 256 << 10, Duration::from_secs(3600));
+        let mut batcher = Batcher::new(
+            table.routes().len(),
+            256 << 10,
+            Duration::from_secs(3600),
+            ChunkPool::filled(table.routes().len() + 1, 256 << 10),
+        );
         let now = Instant::now();
         b.iter(|| {
             let mut sealed = 0usize;

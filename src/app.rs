@@ -130,6 +130,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             dead_letter: dead_letter.clone(),
             debug: debug[index].clone(),
             chunk: config.chunk.clone(),
+            chunk_pool_buffers: config.chunk.pool_buffers(shard_count),
             layout,
             counters: counters[index].clone(),
             stop: stop.clone(),

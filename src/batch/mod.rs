@@ -11,9 +11,17 @@
 //! one run, and a group's lines reach its sinks in the order they arrived.
 //! With one chunk per route, a rule table that sends alternate lines to
 //! different routes cost a copy per line.
+//!
+//! A chunk's buffer comes from the shard's [`pool::ChunkPool`] and returns
+//! there when the last sink lets go of it.
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+
+pub mod pool;
+
+use pool::ChunkPool;
 
 use crate::check::{self, Rewrite};
 use crate::parse::Line;
@@ -71,7 +79,8 @@ pub struct Chunk {
 }
 
 struct OpenChunk {
-    buf: BytesMut,
+    /// Empty with no capacity once sealed: the next line takes a buffer.
+    buf: Vec<u8>,
     lines: u32,
     /// When the first line went in; `None` while empty.
     opened: Option<Instant>,
@@ -82,22 +91,59 @@ pub struct Batcher {
     open: Vec<OpenChunk>,
     max_size: usize,
     max_age: Duration,
+    /// Buffers of `max_size` bytes; `None`: every chunk is allocated.
+    pool: Option<Arc<ChunkPool>>,
+    /// Chunk buffers that came from the allocator, not the pool.
+    allocated: u64,
 }
 
 impl Batcher {
-    pub fn new(groups: usize, max_size: usize, max_age: Duration) -> Batcher {
+    /// `pool`, when given, holds buffers of `max_size` bytes.
+    pub fn new(
+        groups: usize,
+        max_size: usize,
+        max_age: Duration,
+        pool: Option<Arc<ChunkPool>>,
+    ) -> Batcher {
         assert!(max_size > 0);
+        assert!(pool.as_ref().is_none_or(|p| p.buf_len() == max_size));
         Batcher {
             open: (0..groups)
                 .map(|_| OpenChunk {
-                    buf: BytesMut::new(),
+                    buf: Vec::new(),
                     lines: 0,
                     opened: None,
                 })
                 .collect(),
             max_size,
             max_age,
+            pool,
+            allocated: 0,
         }
+    }
+
+    /// Chunk buffers allocated so far because the pool had none free (or
+    /// there is no pool, or a line was larger than a chunk).
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// An empty buffer for a chunk of up to `capacity` bytes: the pool's
+    /// when it is of the pool's size and one is free.
+    #[inline]
+    fn buffer(
+        pool: Option<&Arc<ChunkPool>>,
+        allocated: &mut u64,
+        max_size: usize,
+        capacity: usize,
+    ) -> Vec<u8> {
+        if capacity == max_size {
+            if let Some(buf) = pool.and_then(|p| p.take()) {
+                return buf;
+            }
+        }
+        *allocated += 1;
+        Vec::with_capacity(capacity)
     }
 
     /// Append one line (without its newline; one is added). Calls `sealed` with
@@ -112,15 +158,17 @@ impl Batcher {
         sealed: &mut impl FnMut(GroupId, Chunk),
     ) {
         let max_size = self.max_size;
+        let pool = self.pool.as_ref();
         let open = &mut self.open[group as usize];
         let needed = line.len() + 1;
         if open.lines > 0 && open.buf.len() + needed > max_size {
-            sealed(group, Self::seal(open));
+            sealed(group, Self::seal(open, pool));
         }
         if open.lines == 0 {
-            if open.buf.capacity() < needed.max(max_size) {
-                // One allocation per chunk, sized so typical chunks never grow.
-                open.buf = BytesMut::with_capacity(needed.max(max_size));
+            let capacity = needed.max(max_size);
+            if open.buf.capacity() < capacity {
+                // One buffer per chunk, sized so typical chunks never grow.
+                open.buf = Self::buffer(pool, &mut self.allocated, max_size, capacity);
             }
             open.opened = Some(now);
         }
@@ -128,7 +176,7 @@ impl Batcher {
         open.buf.extend_from_slice(b"\n");
         open.lines += 1;
         if open.buf.len() >= max_size {
-            sealed(group, Self::seal(open));
+            sealed(group, Self::seal(open, pool));
         }
     }
 
@@ -166,7 +214,8 @@ impl Batcher {
         debug_assert!(open.buf.len() + bytes.len() < max_size);
         if open.lines == 0 {
             if open.buf.capacity() < max_size {
-                open.buf = BytesMut::with_capacity(max_size);
+                open.buf =
+                    Self::buffer(self.pool.as_ref(), &mut self.allocated, max_size, max_size);
             }
             open.opened = Some(now);
         }
@@ -179,7 +228,7 @@ impl Batcher {
         for (group, open) in self.open.iter_mut().enumerate() {
             if let Some(opened) = open.opened {
                 if now.saturating_duration_since(opened) >= self.max_age {
-                    sealed(group as GroupId, Self::seal(open));
+                    sealed(group as GroupId, Self::seal(open, self.pool.as_ref()));
                 }
             }
         }
@@ -189,7 +238,7 @@ impl Batcher {
     pub fn seal_all(&mut self, sealed: &mut impl FnMut(GroupId, Chunk)) {
         for (group, open) in self.open.iter_mut().enumerate() {
             if open.lines > 0 {
-                sealed(group as GroupId, Self::seal(open));
+                sealed(group as GroupId, Self::seal(open, self.pool.as_ref()));
             }
         }
     }
@@ -203,11 +252,12 @@ impl Batcher {
             .min()
     }
 
-    fn seal(open: &mut OpenChunk) -> Chunk {
+    /// The open chunk as a sealed one; its buffer goes with it.
+    fn seal(open: &mut OpenChunk, pool: Option<&Arc<ChunkPool>>) -> Chunk {
         let lines = std::mem::take(&mut open.lines);
         open.opened = None;
         Chunk {
-            data: open.buf.split().freeze(),
+            data: pool::freeze(std::mem::take(&mut open.buf), pool),
             lines,
         }
     }
@@ -344,7 +394,7 @@ mod tests {
     #[test]
     fn seals_at_size_without_splitting_lines() {
         let now = Instant::now();
-        let mut b = Batcher::new(1, 20, Duration::from_secs(1));
+        let mut b = Batcher::new(1, 20, Duration::from_secs(1), None);
         let out = collect(
             &mut b,
             &[("aaaaaaa", 0), ("bbbbbbb", 0), ("ccccccc", 0)],
@@ -361,7 +411,7 @@ mod tests {
     #[test]
     fn a_line_longer_than_the_limit_goes_alone() {
         let now = Instant::now();
-        let mut b = Batcher::new(1, 10, Duration::from_secs(1));
+        let mut b = Batcher::new(1, 10, Duration::from_secs(1), None);
         let out = collect(
             &mut b,
             &[("ab", 0), ("0123456789abcdef", 0), ("cd", 0)],
@@ -390,7 +440,7 @@ mod tests {
     #[test]
     fn groups_have_separate_chunks() {
         let now = Instant::now();
-        let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(1));
+        let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(1), None);
         assert!(collect(&mut b, &[("a", 0), ("b", 1), ("c", 0)], now).is_empty());
         let mut out = Vec::new();
         b.seal_all(&mut |r, c| out.push((r, c.data, c.lines)));
@@ -401,7 +451,7 @@ mod tests {
     #[test]
     fn seals_at_age() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(2, 1 << 20, Duration::from_millis(100));
+        let mut b = Batcher::new(2, 1 << 20, Duration::from_millis(100), None);
         collect(&mut b, &[("a", 0)], t0);
         collect(&mut b, &[("b", 1)], t0 + Duration::from_millis(50));
         assert_eq!(b.next_expiry(t0), Some(Duration::from_millis(100)));
@@ -454,8 +504,10 @@ mod tests {
             max_size in 8usize..200,
         ) {
             let now = Instant::now();
-            let mut per_line = Batcher::new(3, max_size, Duration::from_secs(1));
-            let mut runs = Batcher::new(3, max_size, Duration::from_secs(1));
+            let mut per_line = Batcher::new(3, max_size, Duration::from_secs(1), None);
+            // Two pooled buffers, then allocated ones (the test keeps every chunk).
+            let pool = ChunkPool::filled(2, max_size);
+            let mut runs = Batcher::new(3, max_size, Duration::from_secs(1), pool);
             let (mut expected, mut got) = (Vec::new(), Vec::new());
             for lines in &datagrams {
                 let mut datagram = String::new();
@@ -494,7 +546,7 @@ mod tests {
     #[test]
     fn a_run_is_one_copy_of_the_datagram() {
         let now = Instant::now();
-        let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(1));
+        let mut b = Batcher::new(2, 1 << 20, Duration::from_secs(1), None);
         let datagram = b"a 1\nb 2\nc 3\n";
         let mut out = b.datagram(datagram, now);
         for raw in datagram.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
@@ -505,5 +557,35 @@ mod tests {
         let mut sealed = Vec::new();
         b.seal_all(&mut |r, c| sealed.push((r, c.data, c.lines)));
         assert_eq!(sealed, vec![(1, Bytes::from_static(datagram), 3)]);
+    }
+
+    #[test]
+    fn chunks_take_the_pools_buffers_and_count_the_others() {
+        let now = Instant::now();
+        let pool = ChunkPool::filled(2, 64).unwrap();
+        let mut b = Batcher::new(1, 64, Duration::from_secs(1), Some(pool.clone()));
+        let mut sealed = Vec::new();
+        // 63 bytes and the newline fill a chunk: three chunks, three buffers.
+        for _ in 0..3 {
+            b.append(0, &[b'x'; 63], now, &mut |_, c| sealed.push(c));
+        }
+        assert_eq!(sealed.len(), 3);
+        assert!(sealed.iter().all(|c| c.data.len() == 64 && c.lines == 1));
+        assert_eq!((pool.free(), b.allocated()), (0, 1));
+        // The sinks let go: the pool is full again, and the next chunks
+        // come from it.
+        drop(sealed);
+        assert_eq!(pool.free(), 2);
+        let mut again = Vec::new();
+        for _ in 0..2 {
+            b.append(0, &[b'y'; 63], now, &mut |_, c| again.push(c));
+        }
+        assert_eq!((pool.free(), b.allocated()), (0, 1));
+        // A line larger than a chunk travels alone, in a buffer of its own.
+        b.append(0, &[b'z'; 100], now, &mut |_, c| again.push(c));
+        assert_eq!(again[2].data.len(), 101);
+        assert_eq!(b.allocated(), 2);
+        drop(again);
+        assert_eq!(pool.free(), 2);
     }
 }

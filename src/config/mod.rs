@@ -220,6 +220,7 @@ struct RawSanity {
 struct RawChunk {
     max_size: Option<SizeValue>,
     max_age: Option<DurationValue>,
+    pool: Option<SizeValue>,
 }
 
 #[derive(Deserialize, Default)]
@@ -331,6 +332,12 @@ impl Validator<'_> {
                     Duration::from_millis(100),
                 )?,
             )?,
+            pool: self.range(
+                "chunk.pool",
+                self.size("chunk.pool", raw.chunk.pool, 64 << 20)?,
+                0,
+                64 << 30,
+            )? as usize,
         };
         let admin_listen = raw.admin.listen.unwrap_or_else(|| "127.0.0.1:9331".into());
         let admin_listen: SocketAddr = admin_listen.parse().map_err(|_| {
@@ -918,6 +925,28 @@ mod tests {
         );
         let e = err("[listen]\nsteal = 1");
         assert!(e.contains("steal"), "{e}");
+    }
+
+    #[test]
+    fn chunk_pool_is_shared_out_over_the_shards() {
+        let chunk = Config::parse("", "t").unwrap().chunk;
+        assert_eq!(chunk.pool, 64 << 20);
+        assert_eq!(Config::default_config().chunk.pool, 64 << 20);
+        // 64 MB of 256 KB buffers: 128 a shard on two, 16 on sixteen.
+        assert_eq!(chunk.pool_buffers(2), 128);
+        assert_eq!(chunk.pool_buffers(16), 16);
+        // At least one a shard while there is a pool; none without.
+        assert_eq!(chunk.pool_buffers(1024), 1);
+        let off = Config::parse("[chunk]\npool = \"0\"", "t").unwrap().chunk;
+        assert_eq!(off.pool_buffers(2), 0);
+        let small = Config::parse("[chunk]\nmax_size = \"4KB\"\npool = \"1MB\"", "t")
+            .unwrap()
+            .chunk;
+        assert_eq!(small.pool_buffers(2), 128);
+        let e = err("[chunk]\npool = \"lots\"");
+        assert!(e.contains("chunk.pool"), "{e}");
+        let e = err("[chunk]\npool = \"65GB\"");
+        assert!(e.contains("chunk.pool"), "{e}");
     }
 
     #[test]

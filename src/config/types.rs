@@ -125,6 +125,20 @@ pub struct ChunkConfig {
     pub max_size: usize,
     /// A chunk is sealed at the latest this long after its first line.
     pub max_age: Duration,
+    /// Bytes of chunk buffers kept ready, over all shards (`batch::pool`);
+    /// 0 = none.
+    pub pool: usize,
+}
+
+impl ChunkConfig {
+    /// Buffers in each shard's pool: `pool` shared out, at least one a
+    /// shard when there is a pool at all.
+    pub fn pool_buffers(&self, shards: usize) -> usize {
+        match self.pool {
+            0 => 0,
+            bytes => (bytes / shards.max(1) / self.max_size).max(1),
+        }
+    }
 }
 
 /// The unit of timestamps as sent by the fleet.

@@ -97,6 +97,14 @@ impl BufRing {
         let Some(data) = NonNull::new(data) else {
             std::alloc::handle_alloc_error(data_layout);
         };
+        // Map the data area's pages now (the allocator may hand out fresh,
+        // untouched memory): otherwise the kernel's first copies into it,
+        // under the first load, pay for the faults and the zeroing.
+        for offset in (0..data_bytes).step_by(PAGE) {
+            // SAFETY: `offset < data_bytes`, inside the data allocation, which
+            // no one else sees yet: no buffer has been published to the kernel.
+            unsafe { data.as_ptr().add(offset).write_volatile(0) };
+        }
 
         let mut bufs = BufRing {
             ring,

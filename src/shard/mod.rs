@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::batch::pool::ChunkPool;
 use crate::batch::{Batcher, Chunk, DatagramAppender, DeliveryGroups, GroupId};
 use crate::budget::Budgets;
 use crate::check::{self, Checker, Reason, Verdict};
@@ -47,6 +48,8 @@ pub struct ShardSpec {
     pub dead_letter: Option<(RouteId, Vec<String>)>,
     pub debug: Arc<ShardDebug>,
     pub chunk: ChunkConfig,
+    /// Buffers in this shard's chunk pool (`ChunkConfig::pool_buffers`).
+    pub chunk_pool_buffers: usize,
     pub layout: Layout,
     pub counters: Arc<ShardCounters>,
     pub stop: Arc<AtomicBool>,
@@ -97,6 +100,9 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             .err()
             .map(|e| e.to_string()),
     };
+    // Filled (its pages written) on this thread, so on this CPU's memory
+    // node, and before the socket opens: nothing waits while it is.
+    let pool = ChunkPool::filled(spec.chunk_pool_buffers, spec.chunk.max_size);
     let mut receiver = match Receiver::open(&spec.rx) {
         Ok(r) => r,
         Err(e) => {
@@ -149,7 +155,12 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
             route_has_sinks,
             wall_clock_ns(),
         ),
-        batcher: Batcher::new(groups.sinks.len(), spec.chunk.max_size, spec.chunk.max_age),
+        batcher: Batcher::new(
+            groups.sinks.len(),
+            spec.chunk.max_size,
+            spec.chunk.max_age,
+            pool,
+        ),
         local: LocalCounters::new(spec.layout),
         groups: &groups,
         sinks: &spec.sinks,
@@ -181,6 +192,9 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
         let now = Instant::now();
         pipeline.seal_expired(now);
         pipeline.local.set_rx(&receiver.stats());
+        pipeline
+            .local
+            .set_chunk_allocs(pipeline.batcher.allocated());
         pipeline.local.publish(&spec.counters);
         if now >= next_debug {
             next_debug = now + DEBUG_INTERVAL;

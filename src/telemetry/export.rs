@@ -267,6 +267,12 @@ impl Collector for Telemetry {
             "Datagrams shards took from siblings' sockets that were behind (listen.steal): how much a skewed flow split needed help.",
             t.stolen,
         )?;
+        counter(
+            e,
+            "sluice_chunk_buffers_allocated",
+            "Chunk buffers allocated because a shard's pool (chunk.pool) had none free: steadily rising means the pool is smaller than the load's chunks in flight.",
+            t.chunk_allocs,
+        )?;
         // Per shard: how evenly SO_REUSEPORT spread the senders' flows (one
         // source address and port always land on one shard).
         let labels: Vec<String> = (0..self.shards.len()).map(|i| i.to_string()).collect();

@@ -69,10 +69,12 @@ const DEAD_LETTERED: usize = 7;
 const BATCHES: usize = 8;
 /// Datagrams a shard took from siblings' sockets (`listen.steal`).
 const STOLEN: usize = 9;
+/// Chunk buffers allocated because the shard's pool had none free.
+const CHUNK_ALLOCS: usize = 10;
 // Gauges: a scrape takes the largest over shards, not the sum.
-const BACKLOG: usize = 10;
-const BACKLOG_MAX: usize = 11;
-const FIXED: usize = 12;
+const BACKLOG: usize = 11;
+const BACKLOG_MAX: usize = 12;
+const FIXED: usize = 13;
 
 impl Layout {
     fn drop_base(&self) -> usize {
@@ -156,6 +158,10 @@ impl LocalCounters {
         self.values[BATCHES] = rx.batches;
         self.values[STOLEN] = rx.stolen;
     }
+    /// The batcher's count of chunk buffers that did not come from the pool.
+    pub fn set_chunk_allocs(&mut self, n: u64) {
+        self.values[CHUNK_ALLOCS] = n;
+    }
     /// Make the current totals visible to scrapes.
     pub fn publish(&self, to: &ShardCounters) {
         for (dst, &v) in to.values.iter().zip(&self.values) {
@@ -207,6 +213,8 @@ pub struct Totals {
     pub rx_backlog_max_bytes: u64,
     /// Datagrams shards took from siblings' sockets that were behind.
     pub stolen: u64,
+    /// Chunk buffers allocated because a shard's pool had none free.
+    pub chunk_allocs: u64,
     /// Rejected lines also sent to the dead-letter route.
     pub dead_lettered: u64,
     /// Indexed like [`LineDrop::ALL`].
@@ -243,6 +251,7 @@ impl Totals {
             rx_backlog_bytes: flat[BACKLOG],
             rx_backlog_max_bytes: flat[BACKLOG_MAX],
             stolen: flat[STOLEN],
+            chunk_allocs: flat[CHUNK_ALLOCS],
             dead_lettered: flat[DEAD_LETTERED],
             dropped: slice(layout.drop_base(), LineDrop::ALL.len()),
             parse_errors: slice(layout.parse_base(), ParseError::ALL.len()),

@@ -75,6 +75,7 @@ fn admin_endpoints() {
         "sluice_rx_backlog_max_bytes",
         "sluice_rx_batches_total",
         "sluice_rx_stolen_datagrams_total",
+        "sluice_chunk_buffers_allocated_total",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
@@ -107,6 +108,51 @@ fn admin_endpoints() {
             let series = format!("{name}{{shard=\"{shard}\"}}");
             assert!(m.values.contains_key(&series), "{series} missing");
         }
+    }
+}
+
+/// `chunk.pool` through the real binary: chunk buffers come from the
+/// shard's pool and go back to it once the sink has posted them, so four
+/// times more chunks than the pool holds pass without one allocation
+/// (`sluice_chunk_buffers_allocated_total` stays 0); with `pool = "0"`
+/// every chunk is allocated. Every line arrives either way.
+#[test]
+fn chunk_buffers_come_from_the_pool_and_go_back() {
+    const ROUNDS: usize = 20;
+    // ≈50-byte lines: ≈25 chunks of 4 KB a round, ≈500 in all, against a
+    // pool of 128 buffers a shard (1 MB over two shards).
+    const LINES: usize = 2000;
+    for pool in ["1MB", "0"] {
+        let sink = HttpSink::start(Behaviour::Ok);
+        let config = format!(
+            "{}{}",
+            base_config("auto").replace(
+                "max_size = \"64KB\"",
+                &format!("max_size = \"4KB\"\npool = \"{pool}\"")
+            ),
+            sink_config("s", &sink.url(), &["*"])
+        );
+        let s = Sluice::start(&config);
+        let mut sent = Vec::new();
+        for round in 0..ROUNDS {
+            let lines = make_lines(&format!("r{round}"), LINES, "");
+            send_lines(s.udp[0], &lines, 1400);
+            sent.extend(lines);
+            assert!(
+                wait_until(Duration::from_secs(10), || sink.line_count() == sent.len()),
+                "pool {pool}, round {round}: {} of {} lines arrived",
+                sink.line_count(),
+                sent.len()
+            );
+        }
+        let allocated = s.metrics().get("sluice_chunk_buffers_allocated_total");
+        if pool == "0" {
+            // At most ≈90 of these lines fit a 4 KB chunk.
+            assert!(allocated >= 400, "pool 0: {allocated} chunks allocated");
+        } else {
+            assert_eq!(allocated, 0, "pool {pool}: chunks allocated past the pool");
+        }
+        assert_eq!(sorted(sink.lines()), sorted(sent));
     }
 }
 

@@ -209,6 +209,9 @@ pub struct RunResult {
     /// was behind (`sluice_shard_stolen_datagrams_total`; empty for the
     /// baseline and for a sluice without `listen.steal`).
     pub shard_stolen: Vec<u64>,
+    /// Chunk buffers sluice's shards allocated past their pools
+    /// (`sluice_chunk_buffers_allocated_total`; 0 for the baseline).
+    pub chunk_buffers_allocated: u64,
     /// `--balance`: `flow` or `datagram`.
     pub balance: String,
     /// `--rules`: sluice's rule table (`none`, `basic`, `mixed`).
@@ -622,6 +625,7 @@ pub fn run_once(cfg: &VerifyConfig, sut: &Sut, rate: Rate, tag: usize) -> Result
         rx_batches: msum(&m, "sluice_rx_batches_total") as u64,
         shard_datagrams: per_shard(&m, "sluice_shard_received_datagrams_total"),
         shard_stolen: per_shard(&m, "sluice_shard_stolen_datagrams_total"),
+        chunk_buffers_allocated: msum(&m, "sluice_chunk_buffers_allocated_total") as u64,
         balance: cfg.balance.clone(),
         rules: cfg.rules.clone(),
         routed_lines: m

@@ -154,6 +154,12 @@ pub fn print_result(r: &RunResult) {
                 shares(&r.shard_stolen)
             );
         }
+        if r.chunk_buffers_allocated > 0 {
+            println!(
+                "  chunks    : {} buffers allocated past the shards' pools (chunk.pool): more were in flight than it holds",
+                r.chunk_buffers_allocated
+            );
+        }
     }
     let routed_total: f64 = r.routed_lines.values().sum();
     if routed_total > 0.0 {
