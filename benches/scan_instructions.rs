@@ -128,7 +128,7 @@ fn main() {
         groups.sinks.len(),
         256 << 10,
         Duration::from_millis(100),
-        ChunkPool::filled(groups.sinks.len() + 1, 256 << 10),
+        ChunkPool::filled(groups.sinks.len() + 1, 256 << 10).expect("chunk pool"),
     );
     let now = Instant::now();
     let mut scratch = Vec::with_capacity(1024);

@@ -215,7 +215,7 @@ fn bench(c: &mut Criterion) {
             table.routes().len(),
             256 << 10,
             Duration::from_secs(3600),
-            ChunkPool::filled(table.routes().len() + 1, 256 << 10),
+            ChunkPool::filled(table.routes().len() + 1, 256 << 10).expect("chunk pool"),
         );
         let now = Instant::now();
         b.iter(|| {

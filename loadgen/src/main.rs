@@ -251,6 +251,11 @@ struct VerifyArgs {
     /// than the option still starts (and gets its default: off).
     #[arg(long, value_parser = ["on", "off"])]
     steal: Option<String>,
+    /// sluice's `chunk.pool` (chunk buffers kept ready, over all shards),
+    /// e.g. `64MB` or `0`. Left out of the generated configuration unless
+    /// given, so that a sluice older than the option still starts.
+    #[arg(long)]
+    chunk_pool: Option<String>,
     /// sluice's rule table: `none` (every line to the junkyard), `basic`
     /// (one exact-name rule and route per generated measurement: every line
     /// routed by name) or `mixed` (a tags and a regex rule ahead of those:
@@ -713,6 +718,11 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         wake_coalesce: parse_duration(&a.wake_coalesce)?,
         balance: a.balance.clone(),
         steal: a.steal.as_deref().map(|s| s == "on"),
+        chunk_pool: a
+            .chunk_pool
+            .as_deref()
+            .map(|s| parse_size_f(s).map(|b| b as u64))
+            .transpose()?,
         rules: a.rules.clone(),
         max_rss: a
             .max_rss

@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 pub mod pool;
 
-use pool::ChunkPool;
+use pool::{ChunkBuf, ChunkPool};
 
 use crate::check::{self, Rewrite};
 use crate::parse::Line;
@@ -78,9 +78,17 @@ pub struct Chunk {
     pub lines: u32,
 }
 
+impl OpenChunk {
+    #[inline]
+    fn len(&self) -> usize {
+        self.buf.as_ref().map_or(0, ChunkBuf::len)
+    }
+}
+
 struct OpenChunk {
-    /// Empty with no capacity once sealed: the next line takes a buffer.
-    buf: Vec<u8>,
+    /// `Some` exactly while the chunk holds lines: sealing takes it, the
+    /// next line gets a new one.
+    buf: Option<ChunkBuf>,
     lines: u32,
     /// When the first line went in; `None` while empty.
     opened: Option<Instant>,
@@ -110,7 +118,7 @@ impl Batcher {
         Batcher {
             open: (0..groups)
                 .map(|_| OpenChunk {
-                    buf: Vec::new(),
+                    buf: None,
                     lines: 0,
                     opened: None,
                 })
@@ -128,22 +136,13 @@ impl Batcher {
         self.allocated
     }
 
-    /// An empty buffer for a chunk of up to `capacity` bytes: the pool's
-    /// when it is of the pool's size and one is free.
+    /// The buffer of a new chunk of up to `capacity` bytes, counted when
+    /// it is not the pool's.
     #[inline]
-    fn buffer(
-        pool: Option<&Arc<ChunkPool>>,
-        allocated: &mut u64,
-        max_size: usize,
-        capacity: usize,
-    ) -> Vec<u8> {
-        if capacity == max_size {
-            if let Some(buf) = pool.and_then(|p| p.take()) {
-                return buf;
-            }
-        }
-        *allocated += 1;
-        Vec::with_capacity(capacity)
+    fn buffer(pool: Option<&Arc<ChunkPool>>, allocated: &mut u64, capacity: usize) -> ChunkBuf {
+        let (buf, not_pooled) = ChunkBuf::new(pool, capacity);
+        *allocated += u64::from(not_pooled);
+        buf
     }
 
     /// Append one line (without its newline; one is added). Calls `sealed` with
@@ -161,22 +160,28 @@ impl Batcher {
         let pool = self.pool.as_ref();
         let open = &mut self.open[group as usize];
         let needed = line.len() + 1;
-        if open.lines > 0 && open.buf.len() + needed > max_size {
-            sealed(group, Self::seal(open, pool));
+        if open.lines > 0 && open.len() + needed > max_size {
+            sealed(group, Self::seal(open));
         }
-        if open.lines == 0 {
-            let capacity = needed.max(max_size);
-            if open.buf.capacity() < capacity {
-                // One buffer per chunk, sized so typical chunks never grow.
-                open.buf = Self::buffer(pool, &mut self.allocated, max_size, capacity);
+        let buf = match &mut open.buf {
+            Some(buf) => buf,
+            empty => {
+                open.opened = Some(now);
+                // One buffer per chunk, of the chunk's size (or the line's,
+                // for a line larger than a chunk): it never grows.
+                empty.insert(Self::buffer(
+                    pool,
+                    &mut self.allocated,
+                    needed.max(max_size),
+                ))
             }
-            open.opened = Some(now);
-        }
-        open.buf.extend_from_slice(line);
-        open.buf.extend_from_slice(b"\n");
+        };
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(b"\n");
+        let full = buf.len() >= max_size;
         open.lines += 1;
-        if open.buf.len() >= max_size {
-            sealed(group, Self::seal(open, pool));
+        if full {
+            sealed(group, Self::seal(open));
         }
     }
 
@@ -202,7 +207,7 @@ impl Batcher {
     /// Bytes in `group`'s open chunk.
     #[inline]
     fn open_len(&self, group: GroupId) -> usize {
-        self.open[group as usize].buf.len()
+        self.open[group as usize].len()
     }
 
     /// Append `lines` whole lines, each already ending in `\n`, that fit the
@@ -211,15 +216,19 @@ impl Batcher {
     fn append_run(&mut self, group: GroupId, bytes: &[u8], lines: u32, now: Instant) {
         let max_size = self.max_size;
         let open = &mut self.open[group as usize];
-        debug_assert!(open.buf.len() + bytes.len() < max_size);
-        if open.lines == 0 {
-            if open.buf.capacity() < max_size {
-                open.buf =
-                    Self::buffer(self.pool.as_ref(), &mut self.allocated, max_size, max_size);
+        debug_assert!(open.len() + bytes.len() < max_size);
+        let buf = match &mut open.buf {
+            Some(buf) => buf,
+            empty => {
+                open.opened = Some(now);
+                empty.insert(Self::buffer(
+                    self.pool.as_ref(),
+                    &mut self.allocated,
+                    max_size,
+                ))
             }
-            open.opened = Some(now);
-        }
-        open.buf.extend_from_slice(bytes);
+        };
+        buf.extend_from_slice(bytes);
         open.lines += lines;
     }
 
@@ -228,7 +237,7 @@ impl Batcher {
         for (group, open) in self.open.iter_mut().enumerate() {
             if let Some(opened) = open.opened {
                 if now.saturating_duration_since(opened) >= self.max_age {
-                    sealed(group as GroupId, Self::seal(open, self.pool.as_ref()));
+                    sealed(group as GroupId, Self::seal(open));
                 }
             }
         }
@@ -238,7 +247,7 @@ impl Batcher {
     pub fn seal_all(&mut self, sealed: &mut impl FnMut(GroupId, Chunk)) {
         for (group, open) in self.open.iter_mut().enumerate() {
             if open.lines > 0 {
-                sealed(group as GroupId, Self::seal(open, self.pool.as_ref()));
+                sealed(group as GroupId, Self::seal(open));
             }
         }
     }
@@ -253,11 +262,11 @@ impl Batcher {
     }
 
     /// The open chunk as a sealed one; its buffer goes with it.
-    fn seal(open: &mut OpenChunk, pool: Option<&Arc<ChunkPool>>) -> Chunk {
+    fn seal(open: &mut OpenChunk) -> Chunk {
         let lines = std::mem::take(&mut open.lines);
         open.opened = None;
         Chunk {
-            data: pool::freeze(std::mem::take(&mut open.buf), pool),
+            data: open.buf.take().map_or_else(Bytes::new, ChunkBuf::freeze),
             lines,
         }
     }
@@ -506,7 +515,7 @@ mod tests {
             let now = Instant::now();
             let mut per_line = Batcher::new(3, max_size, Duration::from_secs(1), None);
             // Two pooled buffers, then allocated ones (the test keeps every chunk).
-            let pool = ChunkPool::filled(2, max_size);
+            let pool = ChunkPool::filled(2, max_size).unwrap();
             let mut runs = Batcher::new(3, max_size, Duration::from_secs(1), pool);
             let (mut expected, mut got) = (Vec::new(), Vec::new());
             for lines in &datagrams {
@@ -562,7 +571,7 @@ mod tests {
     #[test]
     fn chunks_take_the_pools_buffers_and_count_the_others() {
         let now = Instant::now();
-        let pool = ChunkPool::filled(2, 64).unwrap();
+        let pool = ChunkPool::filled(2, 64).unwrap().unwrap();
         let mut b = Batcher::new(1, 64, Duration::from_secs(1), Some(pool.clone()));
         let mut sealed = Vec::new();
         // 63 bytes and the newline fill a chunk: three chunks, three buffers.

@@ -1,63 +1,144 @@
-//! Chunk buffers, recycled. A shard takes the buffer of each new chunk from
-//! its own pool; when the last sink holding the sealed chunk lets go of it
-//! (on that sink's thread), the buffer goes back to the pool.
+//! Chunk buffers, and where their memory comes from. A shard takes the
+//! buffer of each new chunk from its own pool; when the last sink holding
+//! the sealed chunk lets go of it (on that sink's thread), the buffer goes
+//! back to the pool.
 //!
 //! Why: fresh memory costs its first touch. The kernel maps and zeroes each
 //! page (each 2 MiB huge page, here) when it is first written, and in a VM
 //! the host may have to back it too. Without a pool, a shard's first chunks
 //! went to such memory, at the moment a restarted appliance meets a fleet
-//! that never stopped sending: `clear_page_erms` was 34–51 % of the shards'
+//! that never stopped sending: `clear_page_erms` was 28–45 % of the shards'
 //! time in their first 300 ms, and the kernel dropped datagrams while they
-//! caught up (sixteenth session, BENCHMARKS.md). So a pool is filled, every
-//! page of it written, by the shard's own thread (its memory node) before
-//! its socket opens. Afterwards the same buffers circulate, and the
-//! allocator never hands memory back to the kernel only to fault it in
-//! again.
+//! caught up (sixteenth session, BENCHMARKS.md). So the pool is one mapping
+//! per shard, every page of it written by the shard's own thread (its
+//! memory node) before its socket opens.
 //!
-//! A shard that needs more buffers than its pool holds allocates them (the
-//! caller counts that); one of the pool's size returns to the pool while
-//! there is room, so the pool also keeps what a busier spell needed, up to
-//! its capacity.
+//! The memory is mapped here rather than taken from the allocator so that
+//! what the process holds is plain: the pool, fixed in size, and buffers
+//! past it. A chunk that finds the pool empty (more chunks in flight than it
+//! holds, sinks behind) or that is larger than a pool buffer gets a mapping
+//! of its own, unmapped as soon as the last sink lets go of it. With
+//! allocator memory past a pool, what a busy spell needed stayed resident
+//! afterwards: five minutes of overload took the process from 94 to 165 MiB
+//! in steps (the allocator frees a thread's pages when that thread calls
+//! into it, and a shard with a pool seldom does). Without a pool
+//! (`chunk.pool = 0`) chunks come from the allocator, as they did before
+//! there was one.
+use std::io;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 
-/// Write one byte in every this many: each page gets mapped.
 const PAGE: usize = 4096;
 
-/// Free chunk buffers of one shard, all of `buf_len` bytes' capacity.
+/// Anonymous read-write memory, unmapped when dropped.
+#[derive(Debug)]
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    /// At least `len` bytes (whole pages), zero until written.
+    fn new(len: usize) -> io::Result<Mapping> {
+        let len = len.max(1).next_multiple_of(PAGE);
+        // SAFETY: a new private anonymous mapping: no address hint, no file;
+        // the kernel picks an address that overlaps nothing of ours.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave 0"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    /// A mapping for a buffer past the pool. Running out of address space
+    /// or memory ends the process, as a failed allocation does.
+    fn for_buffer(len: usize) -> Mapping {
+        Mapping::new(len).unwrap_or_else(|_| {
+            std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(len.max(1), PAGE).expect("a page-aligned size"),
+            )
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and `len` are exactly what `mmap` returned and was
+        // asked for; every buffer in it has been dropped (a pool's buffers
+        // hold an `Arc` of it, a buffer of its own owns its mapping).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: a `Mapping` is plain memory with one owner; which thread unmaps
+// it does not matter.
+unsafe impl Send for Mapping {}
+// SAFETY: shared access goes only through `ChunkPool`, which hands each
+// slot to one `ChunkBuf` at a time.
+unsafe impl Sync for Mapping {}
+
+/// One shard's chunk buffers: `slots` buffers of `buf_len` bytes in one
+/// mapping, and the queue of the free ones (sinks push back, the shard
+/// pops).
 #[derive(Debug)]
 pub struct ChunkPool {
-    free: ArrayQueue<Vec<u8>>,
+    region: Mapping,
+    free: ArrayQueue<u32>,
     buf_len: usize,
 }
 
 impl ChunkPool {
-    /// A pool holding `buffers` empty buffers of `buf_len` bytes' capacity,
-    /// each allocated and its pages written now. `None` for no buffers.
-    pub fn filled(buffers: usize, buf_len: usize) -> Option<Arc<ChunkPool>> {
+    /// A pool of `buffers` buffers of `buf_len` bytes, every page written
+    /// now, so the kernel maps it before the first chunk. `None` for no
+    /// buffers; an error when the memory cannot be mapped.
+    pub fn filled(buffers: usize, buf_len: usize) -> io::Result<Option<Arc<ChunkPool>>> {
         if buffers == 0 {
-            return None;
+            return Ok(None);
         }
-        let pool = ChunkPool {
-            free: ArrayQueue::new(buffers),
-            buf_len,
-        };
-        for _ in 0..buffers {
+        let slots = u32::try_from(buffers)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many buffers"))?;
+        let len = buffers
+            .checked_mul(buf_len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pool too large"))?;
+        let region = Mapping::new(len)?;
+        // Huge pages where the kernel allows them for this mapping: fewer
+        // faults now and fewer TLB misses when chunks are filled. Advice
+        // only; refused, the pool works with small pages.
+        // SAFETY: the range is exactly our mapping.
+        unsafe {
+            libc::madvise(region.ptr.as_ptr().cast(), region.len, libc::MADV_HUGEPAGE);
+        }
+        for offset in (0..region.len).step_by(PAGE) {
+            // SAFETY: `offset < region.len`, inside the mapping, which no
+            // buffer uses yet.
+            unsafe { region.ptr.as_ptr().add(offset).write_volatile(0) };
+        }
+        let free = ArrayQueue::new(buffers);
+        for slot in 0..slots {
             // Cannot fail: the queue has room for exactly these.
-            let _ = pool.free.push(touched(buf_len));
+            let _ = free.push(slot);
         }
-        Some(Arc::new(pool))
+        Ok(Some(Arc::new(ChunkPool {
+            region,
+            free,
+            buf_len,
+        })))
     }
 
-    /// An empty buffer of the pool's size, if one is free.
-    #[inline]
-    pub fn take(&self) -> Option<Vec<u8>> {
-        self.free.pop()
-    }
-
-    /// The capacity of the pool's buffers.
+    /// The size of the pool's buffers.
     pub fn buf_len(&self) -> usize {
         self.buf_len
     }
@@ -66,57 +147,154 @@ impl ChunkPool {
     pub fn free(&self) -> usize {
         self.free.len()
     }
+}
 
-    /// Keep `buf` for reuse when it is of the pool's size and there is room;
-    /// otherwise it is freed.
-    fn give_back(&self, mut buf: Vec<u8>) {
-        if buf.capacity() == self.buf_len {
-            buf.clear();
-            let _ = self.free.push(buf);
+/// Where a buffer's memory lives, and so where it goes when dropped.
+#[derive(Debug)]
+enum Home {
+    /// A slot of the pool: back to its free queue.
+    Pool { pool: Arc<ChunkPool>, slot: u32 },
+    /// A mapping of its own (past the pool): unmapped.
+    Mapped(#[allow(dead_code, reason = "held for its Drop")] Mapping),
+    /// The allocator's (no pool): freed. Its `len` stays 0; `ChunkBuf`
+    /// tracks the bytes written into its capacity.
+    Heap(#[allow(dead_code, reason = "held for its Drop")] Vec<u8>),
+}
+
+/// The buffer of one chunk: a fixed capacity, filled from the front. A
+/// sealed chunk's `Bytes` owns it ([`ChunkBuf::freeze`]).
+#[derive(Debug)]
+pub struct ChunkBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    cap: usize,
+    home: Home,
+}
+
+// SAFETY: a `ChunkBuf` has the only access to its memory (a pool slot is
+// handed to one buffer until that buffer drops; a mapping or vector is its
+// own), so it may move to and drop on another thread.
+unsafe impl Send for ChunkBuf {}
+
+impl ChunkBuf {
+    /// An empty buffer of at least `capacity` bytes: a free buffer of the
+    /// pool when there is a pool, `capacity` is its size and one is free;
+    /// otherwise a mapping of its own when there is a pool, or the
+    /// allocator's without one. The flag says it is not the pool's.
+    pub fn new(pool: Option<&Arc<ChunkPool>>, capacity: usize) -> (ChunkBuf, bool) {
+        let Some(pool) = pool else {
+            let mut vec = Vec::with_capacity(capacity);
+            let (ptr, cap) = (vec.as_mut_ptr(), vec.capacity());
+            let ptr = NonNull::new(ptr).unwrap_or(NonNull::dangling());
+            return (
+                ChunkBuf {
+                    ptr,
+                    len: 0,
+                    cap,
+                    home: Home::Heap(vec),
+                },
+                true,
+            );
+        };
+        if capacity == pool.buf_len {
+            if let Some(slot) = pool.free.pop() {
+                // SAFETY: slot < buffers, so the buffer lies inside the region.
+                let ptr = unsafe { pool.region.ptr.add(slot as usize * pool.buf_len) };
+                return (
+                    ChunkBuf {
+                        ptr,
+                        len: 0,
+                        cap: pool.buf_len,
+                        home: Home::Pool {
+                            pool: Arc::clone(pool),
+                            slot,
+                        },
+                    },
+                    false,
+                );
+            }
         }
+        let mapping = Mapping::for_buffer(capacity);
+        (
+            ChunkBuf {
+                ptr: mapping.ptr,
+                len: 0,
+                cap: capacity,
+                home: Home::Mapped(mapping),
+            },
+            true,
+        )
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Append `bytes`, which must fit: the batcher seals before a line
+    /// would overflow and sizes a buffer for a line larger than a chunk.
+    #[inline]
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        assert!(
+            bytes.len() <= self.cap - self.len,
+            "chunk buffer overflow: {} + {} > {}",
+            self.len,
+            bytes.len(),
+            self.cap
+        );
+        // SAFETY: the destination `ptr + len .. + bytes.len()` is inside the
+        // buffer (checked above), which this `ChunkBuf` alone may write;
+        // `bytes` is other memory (a datagram or scratch), so they do not
+        // overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len += bytes.len();
+    }
+
+    /// The bytes written so far.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes of the buffer were written by
+        // `extend_from_slice`; the buffer lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The chunk as shareable bytes, without a copy; the memory goes home
+    /// when the last clone or slice of them drops.
+    pub fn freeze(self) -> Bytes {
+        Bytes::from_owner(self)
     }
 }
 
-/// An empty buffer of `len` bytes' capacity, one byte of each page written
-/// so the kernel maps its pages now, not when a chunk first fills them.
-fn touched(len: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(len);
-    for byte in buf.spare_capacity_mut().iter_mut().step_by(PAGE) {
-        byte.write(0);
-    }
-    // The buffer escapes into the pool, so the writes stay; this says so.
-    std::hint::black_box(buf.as_mut_ptr());
-    buf
-}
-
-/// A sealed chunk's bytes in a pool's buffer, which goes back to the pool
-/// when the last `Bytes` of it drops.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: Arc<ChunkPool>,
-}
-
-impl AsRef<[u8]> for Pooled {
+impl AsRef<[u8]> for ChunkBuf {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        self.as_slice()
     }
 }
 
-impl Drop for Pooled {
+impl Drop for ChunkBuf {
     fn drop(&mut self) {
-        self.pool.give_back(std::mem::take(&mut self.buf));
-    }
-}
-
-/// The chunk `buf` as shareable bytes, without a copy. A buffer of `pool`'s
-/// size returns to it once every holder has let go; any other is freed.
-pub fn freeze(buf: Vec<u8>, pool: Option<&Arc<ChunkPool>>) -> Bytes {
-    match pool {
-        Some(pool) if buf.capacity() == pool.buf_len => Bytes::from_owner(Pooled {
-            buf,
-            pool: Arc::clone(pool),
-        }),
-        _ => Bytes::from(buf),
+        if let Home::Pool { pool, slot } = &self.home {
+            // Cannot fail: the queue has room for every slot, and this one
+            // is out of it.
+            let _ = pool.free.push(*slot);
+        }
+        // A mapping of its own is unmapped, a vector freed, as `home` drops.
     }
 }
 
@@ -124,65 +302,85 @@ pub fn freeze(buf: Vec<u8>, pool: Option<&Arc<ChunkPool>>) -> Bytes {
 mod tests {
     use super::*;
 
+    fn filled(buffers: usize, len: usize) -> Arc<ChunkPool> {
+        ChunkPool::filled(buffers, len).unwrap().unwrap()
+    }
+
     #[test]
     fn no_buffers_is_no_pool() {
-        assert!(ChunkPool::filled(0, 1024).is_none());
+        assert!(ChunkPool::filled(0, 1024).unwrap().is_none());
     }
 
     #[test]
     fn a_buffer_comes_back_when_its_last_holder_drops() {
-        let pool = ChunkPool::filled(2, 1024).unwrap();
-        let mut buf = pool.take().unwrap();
+        let pool = filled(2, 1024);
+        let (mut buf, allocated) = ChunkBuf::new(Some(&pool), 1024);
+        assert!(!allocated);
         assert_eq!(pool.free(), 1);
         assert!(buf.is_empty());
         assert_eq!(buf.capacity(), 1024);
         buf.extend_from_slice(b"cpu v=1\n");
-        let address = buf.as_ptr();
-        let bytes = freeze(buf, Some(&pool));
-        assert_eq!(&bytes[..], b"cpu v=1\n");
+        buf.extend_from_slice(b"mem v=2\n");
+        let address = buf.as_slice().as_ptr();
+        let bytes = buf.freeze();
+        assert_eq!(&bytes[..], b"cpu v=1\nmem v=2\n");
         // Shared and sliced as a sink does: the buffer stays out.
         let clone = bytes.clone();
-        let tail = bytes.slice(4..);
+        let tail = bytes.slice(8..);
         drop(bytes);
         drop(clone);
         assert_eq!(pool.free(), 1);
-        assert_eq!(&tail[..], b"v=1\n");
+        assert_eq!(&tail[..], b"mem v=2\n");
         drop(tail);
         assert_eq!(pool.free(), 2);
-        // The same memory, emptied, is handed out again.
-        let again: Vec<Vec<u8>> = (0..2).map(|_| pool.take().unwrap()).collect();
-        assert!(again.iter().any(|b| b.as_ptr() == address));
+        // The same memory is handed out again, empty.
+        let again: Vec<ChunkBuf> = (0..2).map(|_| ChunkBuf::new(Some(&pool), 1024).0).collect();
+        assert!(again.iter().any(|b| b.ptr.as_ptr().cast_const() == address));
         assert!(again.iter().all(|b| b.is_empty() && b.capacity() == 1024));
-        assert!(pool.take().is_none());
+        assert_eq!(pool.free(), 0);
     }
 
     #[test]
-    fn a_buffer_returns_to_a_pool_with_room_and_others_are_freed() {
-        let pool = ChunkPool::filled(1, 1024).unwrap();
-        let first = pool.take().unwrap();
-        // Allocated past the pool, of its size: kept once there is room.
-        let extra = freeze(Vec::with_capacity(1024), Some(&pool));
-        drop(extra);
-        assert_eq!(pool.free(), 1);
-        // A full pool frees what comes back.
-        drop(freeze(first, Some(&pool)));
-        assert_eq!(pool.free(), 1);
-        // Another size (a line larger than a chunk) never joins it.
-        pool.take().unwrap();
-        drop(freeze(Vec::with_capacity(4096), Some(&pool)));
+    fn past_the_pool_a_buffer_has_memory_of_its_own() {
+        let pool = filled(1, 1024);
+        let (first, allocated) = ChunkBuf::new(Some(&pool), 1024);
+        assert!(!allocated);
+        // The pool is empty: a mapping, gone when the buffer drops.
+        let (mut extra, allocated) = ChunkBuf::new(Some(&pool), 1024);
+        assert!(allocated);
+        assert!(matches!(extra.home, Home::Mapped(_)));
+        extra.extend_from_slice(&[b'x'; 1024]);
+        assert_eq!(extra.freeze().len(), 1024);
         assert_eq!(pool.free(), 0);
-        // Without a pool, bytes are bytes.
-        assert_eq!(&freeze(b"x\n".to_vec(), None)[..], b"x\n");
+        drop(first);
+        assert_eq!(pool.free(), 1);
+        // Larger than the pool's buffers (a line larger than a chunk): its
+        // own mapping even with buffers free.
+        let (big, allocated) = ChunkBuf::new(Some(&pool), 5000);
+        assert!(allocated && big.capacity() == 5000);
+        assert_eq!(pool.free(), 1);
+        // Without a pool, the allocator's.
+        let (mut heap, allocated) = ChunkBuf::new(None, 16);
+        assert!(allocated && matches!(heap.home, Home::Heap(_)));
+        heap.extend_from_slice(b"x\n");
+        assert_eq!(&heap.freeze()[..], b"x\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "chunk buffer overflow")]
+    fn writing_past_the_capacity_is_refused() {
+        let (mut buf, _) = ChunkBuf::new(None, 4);
+        buf.extend_from_slice(b"12345");
     }
 
     #[test]
     fn buffers_return_from_other_threads() {
-        let pool = ChunkPool::filled(64, 4096).unwrap();
+        let pool = filled(64, 4096);
         let mut chunks: Vec<Bytes> = (0..64)
             .map(|i| {
-                let mut buf = pool.take().unwrap();
+                let (mut buf, _) = ChunkBuf::new(Some(&pool), 4096);
                 buf.extend_from_slice(format!("m v={i}\n").as_bytes());
-                freeze(buf, Some(&pool))
+                buf.freeze()
             })
             .collect();
         assert_eq!(pool.free(), 0);
@@ -194,5 +392,16 @@ mod tests {
             }
         });
         assert_eq!(pool.free(), 64);
+    }
+
+    #[test]
+    fn the_pool_outlives_its_shard_while_sinks_hold_chunks() {
+        let pool = filled(2, 64);
+        let (mut buf, _) = ChunkBuf::new(Some(&pool), 64);
+        buf.extend_from_slice(b"late\n");
+        let chunk = buf.freeze();
+        // The shard (the last other owner) is gone; the chunk still reads.
+        drop(pool);
+        assert_eq!(&chunk[..], b"late\n");
     }
 }

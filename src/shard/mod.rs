@@ -102,7 +102,16 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
     };
     // Filled (its pages written) on this thread, so on this CPU's memory
     // node, and before the socket opens: nothing waits while it is.
-    let pool = ChunkPool::filled(spec.chunk_pool_buffers, spec.chunk.max_size);
+    let pool =
+        ChunkPool::filled(spec.chunk_pool_buffers, spec.chunk.max_size).unwrap_or_else(|e| {
+            tracing::warn!(
+                shard = spec.index,
+                buffers = spec.chunk_pool_buffers,
+                error = %e,
+                "cannot map the chunk pool; chunks come from the allocator"
+            );
+            None
+        });
     let mut receiver = match Receiver::open(&spec.rx) {
         Ok(r) => r,
         Err(e) => {

@@ -78,6 +78,8 @@ pub struct VerifyConfig {
     pub balance: String,
     /// `--steal`: sluice's `listen.steal`; `None` leaves sluice's default.
     pub steal: Option<bool>,
+    /// `--chunk-pool`: sluice's `chunk.pool` in bytes; `None` leaves sluice's default.
+    pub chunk_pool: Option<u64>,
     /// sluice's rule table (`--rules`): `none`, `basic` or `mixed`
     /// (`sut::rules_toml`). The baseline relay routes nothing either way.
     pub rules: String,
@@ -119,6 +121,7 @@ impl Default for VerifyConfig {
             wake_coalesce: Duration::from_millis(2),
             balance: "flow".into(),
             steal: None,
+            chunk_pool: None,
             rules: "none".into(),
             max_rss: None,
             cpus: None,
@@ -952,6 +955,24 @@ mod tests {
             let key = text.find(&format!("\nsteal = {steal}\n")).expect(&text);
             assert!(listen < key && key < sanity, "{text}");
         }
+        // `--chunk-pool` likewise, as a [chunk] table of its own.
+        assert!(!default.contains("[chunk]"), "{default}");
+        let text = sluice_config(
+            &sinks,
+            &VerifyConfig {
+                chunk_pool: Some(0),
+                ..VerifyConfig::default()
+            },
+        );
+        assert!(text.contains("\n[chunk]\npool = \"0KB\"\n"), "{text}");
+        let text = sluice_config(
+            &sinks,
+            &VerifyConfig {
+                chunk_pool: Some(64 << 20),
+                ..VerifyConfig::default()
+            },
+        );
+        assert!(text.contains("\n[chunk]\npool = \"65536KB\"\n"), "{text}");
     }
 
     #[test]

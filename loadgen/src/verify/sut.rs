@@ -53,6 +53,13 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
             .expect("the [sanity] table follows [listen]");
         s.insert_str(at, &format!("\nsteal = {steal}"));
     }
+    if let Some(pool) = cfg.chunk_pool {
+        // In KiB, rounded up, as read_buffer_size is.
+        s.push_str(&format!(
+            "\n[chunk]\npool = \"{}KB\"\n",
+            pool.div_ceil(1024)
+        ));
+    }
     s.push_str(&rules_toml(&cfg.rules, cfg.measurements));
     for (i, a) in sinks.iter().enumerate() {
         s.push_str(&format!(
