@@ -99,9 +99,9 @@ pub struct Batcher {
     open: Vec<OpenChunk>,
     max_size: usize,
     max_age: Duration,
-    /// Buffers of `max_size` bytes; `None`: every chunk is allocated.
+    /// Buffers of `max_size` bytes; `None`: chunks come from the allocator.
     pool: Option<Arc<ChunkPool>>,
-    /// Chunk buffers that came from the allocator, not the pool.
+    /// Chunk buffers that did not come from the pool.
     allocated: u64,
 }
 
@@ -130,8 +130,8 @@ impl Batcher {
         }
     }
 
-    /// Chunk buffers allocated so far because the pool had none free (or
-    /// there is no pool, or a line was larger than a chunk).
+    /// Chunk buffers so far that did not come from the pool: it had none
+    /// free, or a line was larger than a chunk, or there is no pool.
     pub fn allocated(&self) -> u64 {
         self.allocated
     }

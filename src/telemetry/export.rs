@@ -270,7 +270,7 @@ impl Collector for Telemetry {
         counter(
             e,
             "sluice_chunk_buffers_allocated",
-            "Chunk buffers allocated because a shard's pool (chunk.pool) had none free: steadily rising means the pool is smaller than the load's chunks in flight.",
+            "Chunk buffers that did not come from the shards' pools (chunk.pool): one had none free, a line was larger than a chunk, or there is no pool. Rising under steady load means more chunks are in flight than the pool holds.",
             t.chunk_allocs,
         )?;
         // Per shard: how evenly SO_REUSEPORT spread the senders' flows (one
