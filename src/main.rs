@@ -216,5 +216,9 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.listen.nice,
         config.admin_listen
     );
+    println!(
+        "chunks: max_size={} max_age={:?} pool={} (shared out over the shards, at least one buffer each)",
+        config.chunk.max_size, config.chunk.max_age, config.chunk.pool
+    );
     Ok(())
 }

@@ -448,6 +448,11 @@ fn check_prints_the_rule_table() {
         "{stdout}"
     );
     assert!(stdout.contains("\"junk\" -> (no sink"), "{stdout}");
+    // The chunk settings, the pool's default included (64 MiB).
+    assert!(
+        stdout.contains("chunks: max_size=262144 max_age=100ms pool=67108864"),
+        "{stdout}"
+    );
 }
 
 #[test]
