@@ -136,6 +136,13 @@ impl Batcher {
         self.allocated
     }
 
+    /// Unmap what the pool kept from a spell past it (`ChunkPool::trim`).
+    pub fn trim_pool(&self) {
+        if let Some(pool) = &self.pool {
+            pool.trim();
+        }
+    }
+
     /// The buffer of a new chunk of up to `capacity` bytes, counted when
     /// it is not the pool's.
     #[inline]

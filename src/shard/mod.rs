@@ -183,6 +183,8 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
     };
     spec.counters.receiving.store(true, Ordering::Release);
     let mut next_debug = Instant::now();
+    // Chunk buffers from outside the pool, as of the last debug tick.
+    let mut allocated_seen = 0u64;
     while !spec.stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let timeout = pipeline
@@ -212,6 +214,13 @@ fn run(spec: ShardSpec, opened: mpsc::Sender<Result<Opened, crate::rx::Error>>) 
                 .budgets()
                 .map(|b| (b.snapshot(), b.route_snapshot()));
             pipeline.rejects.sampler.publish(&spec.debug, budgets);
+            // A spell past the pool is over once a whole interval took no
+            // buffer from outside it: unmap what the pool kept for it.
+            let allocated = pipeline.batcher.allocated();
+            if allocated == allocated_seen {
+                pipeline.batcher.trim_pool();
+            }
+            allocated_seen = allocated;
         }
     }
     // Stop receiving first, then hand everything still open to the sinks.
