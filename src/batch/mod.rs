@@ -83,6 +83,28 @@ impl OpenChunk {
     fn len(&self) -> usize {
         self.buf.as_ref().map_or(0, ChunkBuf::len)
     }
+
+    /// The chunk's buffer. An empty chunk opens at `now` with a new one of
+    /// `capacity` bytes (it never grows), counted in `allocated` when it is
+    /// not the pool's.
+    #[inline]
+    fn buffer(
+        &mut self,
+        pool: Option<&Arc<ChunkPool>>,
+        allocated: &mut u64,
+        capacity: usize,
+        now: Instant,
+    ) -> &mut ChunkBuf {
+        match &mut self.buf {
+            Some(buf) => buf,
+            empty => {
+                self.opened = Some(now);
+                let (buf, not_pooled) = ChunkBuf::new(pool, capacity);
+                *allocated += u64::from(not_pooled);
+                empty.insert(buf)
+            }
+        }
+    }
 }
 
 struct OpenChunk {
@@ -143,15 +165,6 @@ impl Batcher {
         }
     }
 
-    /// The buffer of a new chunk of up to `capacity` bytes, counted when
-    /// it is not the pool's.
-    #[inline]
-    fn buffer(pool: Option<&Arc<ChunkPool>>, allocated: &mut u64, capacity: usize) -> ChunkBuf {
-        let (buf, not_pooled) = ChunkBuf::new(pool, capacity);
-        *allocated += u64::from(not_pooled);
-        buf
-    }
-
     /// Append one line (without its newline; one is added). Calls `sealed` with
     /// the chunk this append completed, if any: the previous contents when the
     /// line would not fit, and/or this chunk once it reaches `max_size`.
@@ -170,19 +183,8 @@ impl Batcher {
         if open.lines > 0 && open.len() + needed > max_size {
             sealed(group, Self::seal(open));
         }
-        let buf = match &mut open.buf {
-            Some(buf) => buf,
-            empty => {
-                open.opened = Some(now);
-                // One buffer per chunk, of the chunk's size (or the line's,
-                // for a line larger than a chunk): it never grows.
-                empty.insert(Self::buffer(
-                    pool,
-                    &mut self.allocated,
-                    needed.max(max_size),
-                ))
-            }
-        };
+        // A line larger than a chunk gets a buffer of its own size.
+        let buf = open.buffer(pool, &mut self.allocated, needed.max(max_size), now);
         buf.extend_from_slice(line);
         buf.extend_from_slice(b"\n");
         let full = buf.len() >= max_size;
@@ -224,17 +226,7 @@ impl Batcher {
         let max_size = self.max_size;
         let open = &mut self.open[group as usize];
         debug_assert!(open.len() + bytes.len() < max_size);
-        let buf = match &mut open.buf {
-            Some(buf) => buf,
-            empty => {
-                open.opened = Some(now);
-                empty.insert(Self::buffer(
-                    self.pool.as_ref(),
-                    &mut self.allocated,
-                    max_size,
-                ))
-            }
-        };
+        let buf = open.buffer(self.pool.as_ref(), &mut self.allocated, max_size, now);
         buf.extend_from_slice(bytes);
         open.lines += lines;
     }

@@ -17,7 +17,10 @@
 //! what the process holds is plain: the pool, fixed in size, and buffers
 //! past it. A chunk that finds the pool empty (more chunks in flight than it
 //! holds, sinks behind) or that is larger than a pool buffer gets a mapping
-//! of its own, unmapped as soon as the last sink lets go of it. With
+//! of its own. One of the pool's size is kept as a spare for the next such
+//! chunk while the spell lasts; the shard unmaps the spares once a second
+//! has passed without one ([`ChunkPool::trim`]); any other is unmapped as
+//! soon as the last sink lets go of it. With
 //! allocator memory past a pool, what a busy spell needed stayed resident
 //! afterwards: five minutes of overload took the process from 94 to 165 MiB
 //! in steps (the allocator frees a thread's pages when that thread calls
@@ -101,9 +104,10 @@ pub struct ChunkPool {
     region: Mapping,
     free: ArrayQueue<u32>,
     /// Returned mappings of one buffer each, at most as many as the pool
-    /// holds (and room for `SPARE_MIN` in a small pool). Mapping each chunk anew costs its page faults and an unmap:
-    /// with the pool drained (a dead backend's queue holding its share of
-    /// the chunks) that was 35 % more CPU a GiB.
+    /// holds (and room for `SPARE_MIN` in a small pool). Mapping each chunk
+    /// anew costs its page faults and an unmap: with the pool drained (a
+    /// dead backend's queue holding its share of the chunks) that was 35 %
+    /// more CPU a GiB.
     spare: ArrayQueue<Mapping>,
     buf_len: usize,
 }
@@ -220,7 +224,8 @@ impl ChunkBuf {
                 true,
             );
         };
-        if capacity == pool.buf_len {
+        let pool_sized = capacity == pool.buf_len;
+        if pool_sized {
             if let Some(slot) = pool.free.pop() {
                 // SAFETY: slot < buffers, so the buffer lies inside the region.
                 let ptr = unsafe { pool.region.ptr.add(slot as usize * pool.buf_len) };
@@ -238,9 +243,7 @@ impl ChunkBuf {
                 );
             }
         }
-        let spare = (capacity == pool.buf_len)
-            .then(|| pool.spare.pop())
-            .flatten();
+        let spare = if pool_sized { pool.spare.pop() } else { None };
         let mapping = spare.unwrap_or_else(|| Mapping::for_buffer(capacity));
         (
             ChunkBuf {
@@ -249,7 +252,7 @@ impl ChunkBuf {
                 cap: capacity,
                 home: Home::Mapped {
                     mapping: Some(mapping),
-                    pool: (capacity == pool.buf_len).then(|| Arc::clone(pool)),
+                    pool: pool_sized.then(|| Arc::clone(pool)),
                 },
             },
             true,

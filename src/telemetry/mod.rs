@@ -69,7 +69,7 @@ const DEAD_LETTERED: usize = 7;
 const BATCHES: usize = 8;
 /// Datagrams a shard took from siblings' sockets (`listen.steal`).
 const STOLEN: usize = 9;
-/// Chunk buffers allocated because the shard's pool had none free.
+/// Chunk buffers that did not come from the shard's pool.
 const CHUNK_ALLOCS: usize = 10;
 // Gauges: a scrape takes the largest over shards, not the sum.
 const BACKLOG: usize = 11;
@@ -213,7 +213,7 @@ pub struct Totals {
     pub rx_backlog_max_bytes: u64,
     /// Datagrams shards took from siblings' sockets that were behind.
     pub stolen: u64,
-    /// Chunk buffers allocated because a shard's pool had none free.
+    /// Chunk buffers that did not come from a shard's pool.
     pub chunk_allocs: u64,
     /// Rejected lines also sent to the dead-letter route.
     pub dead_lettered: u64,
