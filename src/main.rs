@@ -148,8 +148,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     println!("sinks:");
     for s in &config.sinks {
         println!(
-            "  {}: {} routes={:?} batch_max_size={} batch_max_age={:?} queue_max_batches={} connections={} timeout={:?} gzip={} retry_max_age={:?} nice={}",
-            s.name, s.url, s.routes, s.batch_max_size, s.batch_max_age, s.queue_max_batches, s.connections, s.timeout, s.gzip, s.retry_max_age, s.nice
+            "  {}: {} routes={:?} batch_max_size={} batch_max_age={:?} queue_max_batches={} queue_max_size={} connections={} timeout={:?} gzip={} retry_max_age={:?} nice={}",
+            s.name, s.url, s.routes, s.batch_max_size, s.batch_max_age, s.queue_max_batches, s.queue_max_size, s.connections, s.timeout, s.gzip, s.retry_max_age, s.nice
         );
     }
     let c = &config.cardinality;

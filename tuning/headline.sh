@@ -79,7 +79,7 @@ status=0
 if [ "${MEMORY_DURATION:-60s}" != 0 ]; then
     "$loadgen" verify "${load[@]}" \
         --duration "${MEMORY_DURATION:-60s}" \
-        --queue-max-batches 256 --batch-max-age 1s --max-rss 256MiB --max-loss 100% \
+        --queue-max-size 64MB --batch-max-age 1s --max-rss 256MiB --max-loss 100% \
         --json "$out/memory.json" --plot "$out/memory.svg" \
         | tee "$out/memory.txt" || status=$?
 fi

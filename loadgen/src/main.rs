@@ -216,12 +216,17 @@ struct VerifyArgs {
     /// for its one CPU while another is idle; the baseline is not pinned either.
     #[arg(long, default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pin: bool,
-    /// Each sink's `queue_max_batches` in sluice's generated config. Deeper
-    /// than the appliance's default (256), so a spell of host steal does not
-    /// decide a run; `--queue-max-batches 256 --batch-max-age 1s` runs the
-    /// default configuration's sink settings (for the memory target).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// Each sink's `queue_max_batches` (a count of chunks) in sluice's
+    /// generated config: the appliance's default.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     queue_max_batches: u64,
+    /// Each sink's `queue_max_size` (bytes) in sluice's generated config.
+    /// Deeper than the appliance's default (64MB), so a spell of host steal
+    /// does not decide a run; `--queue-max-size 64MB --batch-max-age 1s` runs
+    /// the default configuration's sink settings (for the memory target).
+    /// `none` leaves the key out, for sluice binaries older than it.
+    #[arg(long, default_value = "256MB")]
+    queue_max_size: String,
     /// Each sink's `batch_max_age` in sluice's generated config (the
     /// appliance's default is 1s).
     #[arg(long, default_value = "200ms")]
@@ -713,6 +718,10 @@ fn cmd_verify(a: VerifyArgs) -> Result<i32> {
         io_uring: a.io_uring,
         pin: a.pin,
         queue_max_batches: a.queue_max_batches as usize,
+        queue_max_size: match a.queue_max_size.as_str() {
+            "none" => None,
+            size => Some(parse_size_f(size)? as u64),
+        },
         batch_max_age: parse_duration(&a.batch_max_age)?,
         rcvbuf: parse_size_f(&a.rcvbuf)? as u64,
         wake_coalesce: parse_duration(&a.wake_coalesce)?,

@@ -251,6 +251,7 @@ struct RawSink {
     batch_max_size: Option<SizeValue>,
     batch_max_age: Option<DurationValue>,
     queue_max_batches: Option<usize>,
+    queue_max_size: Option<SizeValue>,
     connections: Option<usize>,
     timeout: Option<DurationValue>,
     gzip: Option<u32>,
@@ -320,7 +321,7 @@ impl Validator<'_> {
         let chunk = ChunkConfig {
             max_size: self.range(
                 "chunk.max_size",
-                self.size("chunk.max_size", raw.chunk.max_size, 256 << 10)?,
+                self.size("chunk.max_size", raw.chunk.max_size, CHUNK_MAX_SIZE_DEFAULT)?,
                 1 << 10,
                 64 << 20,
             )? as usize,
@@ -769,16 +770,38 @@ impl Validator<'_> {
                 "must not be smaller than retry_backoff_initial",
             ));
         }
+        let batch_max_size = self.range(
+            &key("batch_max_size"),
+            self.size(&key("batch_max_size"), raw.batch_max_size, 1 << 20)?,
+            1 << 10,
+            256 << 20,
+        )? as usize;
+        let queue_max_size = self.range(
+            &key("queue_max_size"),
+            self.size(
+                &key("queue_max_size"),
+                raw.queue_max_size,
+                QUEUE_MAX_SIZE_DEFAULT as u64,
+            )?,
+            1 << 10,
+            64 << 30,
+        )? as usize;
+        // A queue that cannot hold a full body would leave every body to
+        // `batch_max_age`: say so rather than send small bodies late.
+        if queue_max_size < batch_max_size {
+            return Err(self.err(
+                key("queue_max_size"),
+                format!(
+                    "{queue_max_size} bytes is less than batch_max_size ({batch_max_size} bytes): \
+                     the queue must hold at least one full body"
+                ),
+            ));
+        }
         Ok(SinkConfig {
             name,
             url,
             routes,
-            batch_max_size: self.range(
-                &key("batch_max_size"),
-                self.size(&key("batch_max_size"), raw.batch_max_size, 1 << 20)?,
-                1 << 10,
-                256 << 20,
-            )? as usize,
+            batch_max_size,
             batch_max_age: self.positive(
                 &key("batch_max_age"),
                 self.duration(
@@ -789,10 +812,12 @@ impl Validator<'_> {
             )?,
             queue_max_batches: self.range(
                 &key("queue_max_batches"),
-                raw.queue_max_batches.unwrap_or(256) as u64,
+                raw.queue_max_batches
+                    .unwrap_or(QUEUE_MAX_BATCHES_DEFAULT as usize) as u64,
                 1,
                 1 << 20,
             )? as usize,
+            queue_max_size,
             connections: self.range(
                 &key("connections"),
                 raw.connections.unwrap_or(2) as u64,
@@ -932,9 +957,11 @@ mod tests {
         let chunk = Config::parse("", "t").unwrap().chunk;
         assert_eq!(chunk.pool, 64 << 20);
         assert_eq!(Config::default_config().chunk.pool, 64 << 20);
-        // 64 MB of 256 KB buffers: 128 a shard on two, 16 on sixteen.
-        assert_eq!(chunk.pool_buffers(2), 128);
-        assert_eq!(chunk.pool_buffers(16), 16);
+        // 64 MB of 1 MB buffers: 32 a shard on two, 4 on sixteen.
+        assert_eq!(chunk.max_size, 1 << 20);
+        assert_eq!(Config::default_config().chunk.max_size, 1 << 20);
+        assert_eq!(chunk.pool_buffers(2), 32);
+        assert_eq!(chunk.pool_buffers(16), 4);
         // At least one a shard while there is a pool; none without.
         assert_eq!(chunk.pool_buffers(1024), 1);
         let off = Config::parse("[chunk]\npool = \"0\"", "t").unwrap().chunk;
@@ -947,6 +974,38 @@ mod tests {
         assert!(e.contains("chunk.pool"), "{e}");
         let e = err("[chunk]\npool = \"65GB\"");
         assert!(e.contains("chunk.pool"), "{e}");
+    }
+
+    #[test]
+    fn sink_queue_is_bounded_in_bytes_and_in_chunks() {
+        let sink = |extra: &str| {
+            Config::parse(
+                &format!("[[sink]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\n{extra}"),
+                "t",
+            )
+            .map(|c| c.sinks[0].clone())
+        };
+        // The defaults, in code and in the embedded file.
+        let s = sink("").unwrap();
+        assert_eq!(s.queue_max_size, 64 << 20);
+        assert_eq!(s.queue_max_batches, 4096);
+        let d = &Config::default_config().sinks[0];
+        assert_eq!(d.queue_max_size, 64 << 20);
+        assert_eq!(d.queue_max_batches, 4096);
+        let s = sink("queue_max_size = \"8MB\"\nqueue_max_batches = 16").unwrap();
+        assert_eq!((s.queue_max_size, s.queue_max_batches), (8 << 20, 16));
+        // A queue that cannot hold one full body is a configuration error.
+        let e = sink("batch_max_size = \"4MB\"\nqueue_max_size = \"2MB\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sink[0].queue_max_size"), "{e}");
+        assert!(e.contains("batch_max_size"), "{e}");
+        for bad in ["\"lots\"", "\"65GB\"", "\"512\""] {
+            let e = sink(&format!("queue_max_size = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("queue_max_size"), "{bad}: {e}");
+        }
     }
 
     #[test]

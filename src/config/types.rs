@@ -40,6 +40,11 @@ pub struct SinkConfig {
     pub batch_max_age: Duration,
     /// Capacity, in chunks, of the lock-free queue between the shards and this sink.
     pub queue_max_batches: usize,
+    /// Bytes the queue may hold (its memory bound; `queue_max_batches` bounds
+    /// the count of small chunks that `chunk.max_age` seals at low rates).
+    /// A chunk that would take the queue past it is refused (`queue_full`),
+    /// except into an empty queue.
+    pub queue_max_size: usize,
     /// Concurrent in-flight requests (one keep-alive connection each).
     pub connections: usize,
     /// Timeout of one HTTP request (connect + send + response).
@@ -117,6 +122,22 @@ pub const SHARD_NICE_DEFAULT: i8 = -5;
 pub const WAKE_COALESCE_DEFAULT: Duration = Duration::from_millis(2);
 /// The longest `listen.wake_coalesce` accepted.
 pub const WAKE_COALESCE_MAX: Duration = Duration::from_millis(100);
+
+/// `chunk.max_size` by default: the default `batch_max_size`, so that at
+/// full rate a POST body is one chunk. Chunks of 1 MiB cost the connection
+/// threads 15-25 % less kernel time to send than chunks of 128-512 KiB
+/// (BENCHMARKS.md, seventeenth session), probably because a chunk that
+/// fits the writing core's L2 is still there, dirty, when another core
+/// copies it into the socket.
+pub const CHUNK_MAX_SIZE_DEFAULT: u64 = 1 << 20;
+/// A sink's `queue_max_size` by default: what 256 chunks of 256 KiB, the
+/// queue's earlier bound, held.
+pub const QUEUE_MAX_SIZE_DEFAULT: usize = 64 << 20;
+/// A sink's `queue_max_batches` by default: a count bound well past what
+/// `queue_max_size` admits at full chunks, so that at low rates, where
+/// `chunk.max_age` seals small chunks (a shard every 100 ms), the queue still
+/// rides out a backend's restart (4,096 chunks: 25 s of 16 shards' chunks).
+pub const QUEUE_MAX_BATCHES_DEFAULT: u64 = 4096;
 
 /// Per-shard chunking: how lines are grouped before being handed to sinks.
 #[derive(Clone, Debug)]

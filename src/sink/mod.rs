@@ -71,8 +71,12 @@ pub struct Sink {
     pub name: String,
     pub stats: Arc<SinkStats>,
     queue: ArrayQueue<Chunk>,
-    /// Bytes of the chunks in `queue` (one update per chunk, not per line).
+    /// Bytes of the chunks in `queue` (one update per chunk, not per line),
+    /// reserved before a push and released after a pop, so it is never
+    /// below what the queue holds.
     queued_bytes: AtomicUsize,
+    /// `queue_max_size`: the bound on `queued_bytes`.
+    max_queued_bytes: usize,
     /// The collector sleeps until this many bytes are queued: 1 while its
     /// body is empty (the first chunk starts the `batch_max_age` clock), else
     /// what the body still needs to be full. A chunk that does not bring the
@@ -90,12 +94,24 @@ impl Sink {
     /// the caller counts it as `queue_full` for this sink.
     pub fn offer(&self, chunk: Chunk) -> Result<(), Chunk> {
         let bytes = queued_size(&chunk);
-        self.queue.push(chunk)?;
+        // Reserve the bytes first: racing shards then cannot take the queue
+        // past `queue_max_size` together. An empty queue takes any chunk,
+        // however large, so that no chunk is undeliverable by size alone.
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if before > 0 && before + bytes > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(chunk);
+        }
+        if let Err(chunk) = self.queue.push(chunk) {
+            self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(chunk);
+        }
         // Wake the collector when this push brings the queue to what it
         // waits for (`wake_at_bytes`). Exactly one push crosses that mark;
         // the collector re-reads `queued_bytes` after publishing the mark,
-        // so between the two sides no crossing goes unseen (SeqCst).
-        let before = self.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
+        // so between the two sides no crossing goes unseen (SeqCst). (The
+        // collector may see a reservation a moment before its chunk is in
+        // the queue; it then looks again.)
         let wanted = self.wake_at_bytes.load(Ordering::SeqCst);
         // Also while the queue is at least half full by count: many small
         // chunks (sealed by `chunk.max_age` at low rates) must not fill it
@@ -118,6 +134,11 @@ impl Sink {
     /// Queue capacity in chunks.
     pub fn queue_capacity(&self) -> usize {
         self.queue.capacity()
+    }
+    /// Bytes of the chunks waiting in the queue (a pushing shard's
+    /// reservation included).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Empty the queue, returning the lines it held.
@@ -427,6 +448,7 @@ pub fn start(cfg: &SinkConfig) -> anyhow::Result<(Arc<Sink>, SinkWriter)> {
         name: name.clone(),
         stats: Arc::new(SinkStats::default()),
         queue: ArrayQueue::new(cfg.queue_max_batches),
+        max_queued_bytes: cfg.queue_max_size,
         queued_bytes: AtomicUsize::new(0),
         wake_at_bytes: AtomicUsize::new(1),
         signal: Arc::clone(&signal),

@@ -219,6 +219,7 @@ fn config(name: &str, url: String) -> SinkConfig {
         batch_max_size: 64 * 1024,
         batch_max_age: Duration::from_millis(20),
         queue_max_batches: 64,
+        queue_max_size: 64 << 20,
         connections: 1,
         timeout: Duration::from_secs(2),
         gzip: 0,
@@ -609,6 +610,59 @@ fn dead_backend_gives_up_and_the_queue_fills_without_blocking() {
     assert_eq!(report.lines_undelivered, load(&stats.lines_shutdown));
     assert_eq!(load(&stats.lines_in_flight), 0);
     assert_eq!(sink.queue_len(), 0);
+}
+
+#[test]
+fn the_queue_is_bounded_in_bytes_as_well_as_in_chunks() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = config("bytes", format!("http://127.0.0.1:{port}/write"));
+    cfg.queue_max_batches = 64;
+    cfg.queue_max_size = 1000;
+    cfg.batch_max_size = 100;
+    cfg.retry_max_age = Duration::from_secs(30);
+    cfg.retry_backoff_initial = Duration::from_millis(10);
+    cfg.retry_backoff_max = Duration::from_millis(50);
+    let (sink, writer) = start(&cfg).unwrap();
+    let stats = Arc::clone(&sink.stats);
+
+    // A chunk larger than the whole bound still enters an empty queue.
+    sink.offer(chunk(0, 1, 1500)).unwrap();
+    // The only connection thread takes it and keeps retrying it: from now
+    // on nobody pops.
+    assert!(wait_for(Duration::from_secs(3), || load(
+        &stats.request_failures
+    ) >= 1));
+    assert_eq!(sink.queue_len(), 0);
+    assert_eq!(sink.queued_bytes(), 0);
+
+    // 300-byte chunks: three fit in 1,000 bytes, far below the 64 chunks.
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for i in 1..=20 {
+        match sink.offer(chunk(i, 1, 300)) {
+            Ok(()) => accepted += 1,
+            Err(c) => {
+                assert_eq!(c.lines, 1);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((accepted, refused), (3, 17));
+    assert_eq!(sink.queue_len(), 3);
+    assert_eq!(sink.queued_bytes(), 900);
+
+    let report = writer.shutdown(Instant::now() + Duration::from_millis(200));
+    assert_eq!(
+        load(&stats.lines_gave_up) + load(&stats.lines_shutdown),
+        1 + accepted,
+        "every accepted line is accounted for"
+    );
+    assert_eq!(report.lines_undelivered, load(&stats.lines_shutdown));
+    assert_eq!(sink.queue_len(), 0);
+    assert_eq!(sink.queued_bytes(), 0);
 }
 
 #[test]

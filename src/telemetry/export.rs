@@ -433,6 +433,18 @@ impl Collector for Telemetry {
             "Chunks waiting in each sink's queue.",
             &depth,
         )?;
+        let queued: Vec<_> = self
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (vec![("sink", names[i])], s.queued_bytes() as i64))
+            .collect();
+        gauge_family(
+            e,
+            "sluice_sink_queue_bytes",
+            "Bytes waiting in each sink's queue (bounded by queue_max_size).",
+            &queued,
+        )?;
         let in_flight: Vec<_> = self
             .sinks
             .iter()

@@ -448,9 +448,14 @@ fn check_prints_the_rule_table() {
         "{stdout}"
     );
     assert!(stdout.contains("\"junk\" -> (no sink"), "{stdout}");
-    // The chunk settings, the pool's default included (64 MiB).
+    // The chunk settings, the pool's default included (64 MiB), and the
+    // sink's queue bounds.
     assert!(
-        stdout.contains("chunks: max_size=262144 max_age=100ms pool=67108864"),
+        stdout.contains("chunks: max_size=1048576 max_age=100ms pool=67108864"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("queue_max_batches=4096 queue_max_size=67108864"),
         "{stdout}"
     );
 }

@@ -152,6 +152,12 @@ both_paths!(
         let m = s.metrics();
         assert_eq!(m.sum("sluice_sink_lines_total"), 4 * lines.len() as u64);
         assert_eq!(m.sum("sluice_sink_dropped_lines_total"), 0);
+        // Every queue reports its bytes, and everything left them.
+        for i in 0..sinks.len() {
+            let key = format!("sluice_sink_queue_bytes{{sink=\"s{i}\"}}");
+            assert!(m.has(&key), "{key} missing");
+            assert_eq!(m.get(&key), 0, "{key}");
+        }
         assert_identity(&s);
     }
 );

@@ -452,6 +452,11 @@ impl Metrics {
         self.values.get(key).copied().unwrap_or(0.0) as u64
     }
 
+    /// Whether `/metrics` had this exact series key.
+    pub fn has(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
     /// Sum of every series of a metric name.
     pub fn sum(&self, name: &str) -> u64 {
         self.values

@@ -62,10 +62,13 @@ pub struct VerifyConfig {
     /// the SUT share the host's CPUs (and the baseline's threads are not
     /// pinned either).
     pub pin: bool,
-    /// Each sink's `queue_max_batches` in sluice's generated config. Deeper
-    /// than the appliance's default (256) by default, so a spell of host
-    /// steal does not decide a run; 256 measures the default configuration.
+    /// Each sink's `queue_max_batches` (chunks) in sluice's generated config.
     pub queue_max_batches: usize,
+    /// Each sink's `queue_max_size` (bytes) in sluice's generated config,
+    /// `None` to leave it out (sluice binaries older than the key). Deeper
+    /// than the appliance's default (64 MiB) by default, so a spell of host
+    /// steal does not decide a run; 64 MiB measures the default configuration.
+    pub queue_max_size: Option<u64>,
     /// Each sink's `batch_max_age` (the appliance's default is 1 s).
     pub batch_max_age: Duration,
     /// Receive buffer of every UDP socket, the SUT's either way: sluice's
@@ -115,7 +118,8 @@ impl Default for VerifyConfig {
             baseline_threads: 0,
             io_uring: "auto".into(),
             pin: false,
-            queue_max_batches: 1024,
+            queue_max_batches: 4096,
+            queue_max_size: Some(256 << 20),
             batch_max_age: Duration::from_millis(200),
             rcvbuf: 32 << 20,
             wake_coalesce: Duration::from_millis(2),
@@ -918,6 +922,7 @@ mod tests {
             &sinks,
             &VerifyConfig {
                 queue_max_batches: 256,
+                queue_max_size: Some(64 << 20),
                 batch_max_age: Duration::from_secs(1),
                 ..VerifyConfig::default()
             },
@@ -928,12 +933,29 @@ mod tests {
             "{text}"
         );
         assert_eq!(
+            text.matches("queue_max_size = \"65536KB\"\n").count(),
+            2,
+            "{text}"
+        );
+        let older = sluice_config(
+            &sinks,
+            &VerifyConfig {
+                queue_max_size: None,
+                ..VerifyConfig::default()
+            },
+        );
+        assert!(!older.contains("queue_max_size"), "{older}");
+        assert_eq!(
             text.matches("batch_max_age = \"1000ms\"\n").count(),
             2,
             "{text}"
         );
         let default = sluice_config(&sinks, &VerifyConfig::default());
-        assert_eq!(default.matches("queue_max_batches = 1024\n").count(), 2);
+        assert_eq!(default.matches("queue_max_batches = 4096\n").count(), 2);
+        assert_eq!(
+            default.matches("queue_max_size = \"262144KB\"\n").count(),
+            2
+        );
         assert_eq!(default.matches("batch_max_age = \"200ms\"\n").count(), 2);
         assert_eq!(
             default.matches("read_buffer_size = \"32768KB\"\n").count(),

@@ -65,6 +65,10 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
         s.push_str(&format!(
             "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"{age_ms}ms\"\nqueue_max_batches = {queue}\nconnections = 2\ntimeout = \"10s\"\n"
         ));
+        if let Some(size) = cfg.queue_max_size {
+            // In KiB, rounded up, as read_buffer_size is.
+            s.push_str(&format!("queue_max_size = \"{}KB\"\n", size.div_ceil(1024)));
+        }
     }
     s
 }
