@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! shards ──offer()──► ArrayQueue<Chunk> ──► connection thread 0 (own connection)
-//!   (never block;      (queue_max_batches)   connection thread 1 …
-//!    full = queue_full)                      (up to `connections`, named `sink-<name>`)
+//!   (never block;      (queue_max_size bytes, connection thread 1 …
+//!    full = queue_full) queue_max_batches)   (up to `connections`, named `sink-<name>`)
 //! ```
 //!
 //! The connection threads take turns as the collector (leader/follower): the
