@@ -363,6 +363,34 @@ fn chunks_that_do_not_fill_a_body_join_it_when_it_ages() {
 }
 
 #[test]
+fn a_nearly_full_body_goes_without_waiting_for_the_next_chunk() {
+    // A shard seals a chunk when the next datagram would not fit, so one
+    // chunk is a body a little under `batch_max_size`. It must go at once,
+    // not wait for a chunk that could not join it, nor for its age.
+    let server = Server::local(Vec::new(), ok());
+    let mut cfg = config("nearly", server.url());
+    cfg.batch_max_size = 1024;
+    cfg.batch_max_age = Duration::from_secs(30);
+    let (sink, writer) = start(&cfg).unwrap();
+    // 12 lines of 80 bytes: 960 bytes, within a sixteenth of 1024.
+    let c = chunk(0, 12, 80);
+    assert_eq!(c.data.len(), 960);
+    let began = Instant::now();
+    sink.offer(c.clone()).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(3), || server.requests() == 1),
+        "the body waited"
+    );
+    assert!(began.elapsed() < Duration::from_secs(3));
+    server.with(|state| assert_eq!(state.requests[0].body, c.data.to_vec()));
+    // A body further from full still waits for more (or for its age).
+    sink.offer(chunk(1, 11, 80)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.requests(), 1, "880 of 1024 is not full");
+    writer.shutdown(soon(2));
+}
+
+#[test]
 fn many_small_chunks_never_fill_the_queue_while_the_body_waits() {
     // Small chunks (as `chunk.max_age` seals them at low rates) far below the
     // body size: the collector must still take them before the queue, which
