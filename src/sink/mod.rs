@@ -98,12 +98,17 @@ impl Sink {
         // past `queue_max_size` together. An empty queue takes any chunk,
         // however large, so that no chunk is undeliverable by size alone.
         let before = self.queued_bytes.fetch_add(bytes, Ordering::SeqCst);
-        if before > 0 && before + bytes > self.max_queued_bytes {
+        let refused = if before > 0 && before + bytes > self.max_queued_bytes {
+            Some(chunk)
+        } else {
+            self.queue.push(chunk).err()
+        };
+        if let Some(chunk) = refused {
             self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
-            return Err(chunk);
-        }
-        if let Err(chunk) = self.queue.push(chunk) {
-            self.queued_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            // A full queue must have its collector awake. (A reservation
+            // taken back may also have been the one push that crossed the
+            // collector's mark, below: this wake stands in for it.)
+            self.signal.wake();
             return Err(chunk);
         }
         // Wake the collector when this push brings the queue to what it
