@@ -261,6 +261,17 @@ fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// A write URL on a loopback port nobody listens on: bound, its port
+/// learnt, closed. Connections are refused.
+fn refused_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/write")
+}
+
 fn soon(seconds: u64) -> Instant {
     Instant::now() + Duration::from_secs(seconds)
 }
@@ -585,13 +596,7 @@ fn connections_closed_after_each_answer_are_replaced() {
 
 #[test]
 fn dead_backend_gives_up_and_the_queue_fills_without_blocking() {
-    // Bind, learn the port, close: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cfg = config("dead", format!("http://127.0.0.1:{port}/write"));
+    let mut cfg = config("dead", refused_url());
     cfg.queue_max_batches = 4;
     cfg.batch_max_size = 100;
     cfg.retry_max_age = Duration::from_millis(300);
@@ -642,12 +647,7 @@ fn dead_backend_gives_up_and_the_queue_fills_without_blocking() {
 
 #[test]
 fn the_queue_is_bounded_in_bytes_as_well_as_in_chunks() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cfg = config("bytes", format!("http://127.0.0.1:{port}/write"));
+    let mut cfg = config("bytes", refused_url());
     cfg.queue_max_batches = 64;
     cfg.queue_max_size = 1000;
     cfg.batch_max_size = 100;

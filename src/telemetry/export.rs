@@ -367,6 +367,13 @@ impl Collector for Telemetry {
                 .map(|(i, s)| (vec![("sink", names[i])], f(i, s)))
                 .collect()
         };
+        let per_sink_gauge = |f: &dyn Fn(&Sink) -> i64| -> Vec<(Vec<(&str, &str)>, i64)> {
+            self.sinks
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (vec![("sink", names[i])], f(s)))
+                .collect()
+        };
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         counter_family(
             e,
@@ -421,46 +428,23 @@ impl Collector for Telemetry {
             "Lines a sink did not deliver, by reason.",
             &sink_drops,
         )?;
-        let depth: Vec<_> = self
-            .sinks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (vec![("sink", names[i])], s.queue_len() as i64))
-            .collect();
         gauge_family(
             e,
             "sluice_sink_queue_depth",
             "Chunks waiting in each sink's queue.",
-            &depth,
+            &per_sink_gauge(&|s| s.queue_len() as i64),
         )?;
-        let queued: Vec<_> = self
-            .sinks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (vec![("sink", names[i])], s.queued_bytes() as i64))
-            .collect();
         gauge_family(
             e,
             "sluice_sink_queue_bytes",
             "Bytes waiting in each sink's queue (bounded by queue_max_size).",
-            &queued,
+            &per_sink_gauge(&|s| s.queued_bytes() as i64),
         )?;
-        let in_flight: Vec<_> = self
-            .sinks
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                (
-                    vec![("sink", names[i])],
-                    load(&s.stats.lines_in_flight) as i64,
-                )
-            })
-            .collect();
         gauge_family(
             e,
             "sluice_sink_lines_in_flight",
             "Lines taken from the queue and not yet delivered or dropped.",
-            &in_flight,
+            &per_sink_gauge(&|s| load(&s.stats.lines_in_flight) as i64),
         )?;
         Ok(())
     }
