@@ -781,7 +781,7 @@ impl Validator<'_> {
             self.size(
                 &key("queue_max_size"),
                 raw.queue_max_size,
-                QUEUE_MAX_SIZE_DEFAULT as u64,
+                QUEUE_MAX_SIZE_DEFAULT,
             )?,
             1 << 10,
             64 << 30,
@@ -812,8 +812,7 @@ impl Validator<'_> {
             )?,
             queue_max_batches: self.range(
                 &key("queue_max_batches"),
-                raw.queue_max_batches
-                    .unwrap_or(QUEUE_MAX_BATCHES_DEFAULT as usize) as u64,
+                raw.queue_max_batches.unwrap_or(QUEUE_MAX_BATCHES_DEFAULT) as u64,
                 1,
                 1 << 20,
             )? as usize,

@@ -132,12 +132,12 @@ pub const WAKE_COALESCE_MAX: Duration = Duration::from_millis(100);
 pub const CHUNK_MAX_SIZE_DEFAULT: u64 = 1 << 20;
 /// A sink's `queue_max_size` by default: what 256 chunks of 256 KiB, the
 /// queue's earlier bound, held.
-pub const QUEUE_MAX_SIZE_DEFAULT: usize = 64 << 20;
+pub const QUEUE_MAX_SIZE_DEFAULT: u64 = 64 << 20;
 /// A sink's `queue_max_batches` by default: a count bound well past what
 /// `queue_max_size` admits at full chunks, so that at low rates, where
 /// `chunk.max_age` seals small chunks (a shard every 100 ms), the queue still
 /// rides out a backend's restart (4,096 chunks: 25 s of 16 shards' chunks).
-pub const QUEUE_MAX_BATCHES_DEFAULT: u64 = 4096;
+pub const QUEUE_MAX_BATCHES_DEFAULT: usize = 4096;
 
 /// Per-shard chunking: how lines are grouped before being handed to sinks.
 #[derive(Clone, Debug)]

@@ -33,18 +33,23 @@ pub fn default_sluice_path() -> PathBuf {
     }
 }
 
+/// A size in bytes as a sluice config value: KiB, rounded up (sluice's sizes
+/// are binary: "8192KB" = 8 MiB).
+fn size_toml(bytes: u64) -> String {
+    format!("\"{}KB\"", bytes.div_ceil(1024))
+}
+
 /// sluice's configuration for a run: one loopback listener on a free port,
 /// the admin server on another, and every sink subscribed to every route.
 pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String {
     let (io_uring, pin) = (&cfg.io_uring, cfg.pin);
     let (queue, age_ms) = (cfg.queue_max_batches, cfg.batch_max_age.as_millis());
-    // In KiB, rounded up (sluice's sizes are binary: "8192KB" = 8 MiB).
-    let rcvbuf_kib = cfg.rcvbuf.div_ceil(1024);
+    let rcvbuf = size_toml(cfg.rcvbuf);
     let coalesce_us = cfg.wake_coalesce.as_micros();
     let balance = &cfg.balance;
     let nice = cfg.shard_nice;
     let mut s = format!(
-        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = \"{rcvbuf_kib}KB\"\nwake_coalesce = \"{coalesce_us}us\"\nbalance = \"{balance}\"\nnice = {nice}\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "junkyard = \"junk\"\nshutdown_timeout = \"5s\"\n\n[listen]\nudp = [\"127.0.0.1:0\"]\nshards = 0\npin = {pin}\nio_uring = \"{io_uring}\"\nread_buffer_size = {rcvbuf}\nwake_coalesce = \"{coalesce_us}us\"\nbalance = \"{balance}\"\nnice = {nice}\n\n[sanity]\nmax_time_delta = \"10m\"\nmax_line_length = \"64KB\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     if let Some(steal) = cfg.steal {
         // Under [listen], before the next table starts.
@@ -54,11 +59,7 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
         s.insert_str(at, &format!("\nsteal = {steal}"));
     }
     if let Some(pool) = cfg.chunk_pool {
-        // In KiB, rounded up, as read_buffer_size is.
-        s.push_str(&format!(
-            "\n[chunk]\npool = \"{}KB\"\n",
-            pool.div_ceil(1024)
-        ));
+        s.push_str(&format!("\n[chunk]\npool = {}\n", size_toml(pool)));
     }
     s.push_str(&rules_toml(&cfg.rules, cfg.measurements));
     for (i, a) in sinks.iter().enumerate() {
@@ -66,8 +67,7 @@ pub(super) fn sluice_config(sinks: &[SocketAddr], cfg: &VerifyConfig) -> String 
             "\n[[sink]]\nname = \"s{i}\"\nurl = \"http://{a}/write?db=test\"\nroutes = [\"*\"]\nbatch_max_size = \"1MB\"\nbatch_max_age = \"{age_ms}ms\"\nqueue_max_batches = {queue}\nconnections = 2\ntimeout = \"10s\"\n"
         ));
         if let Some(size) = cfg.queue_max_size {
-            // In KiB, rounded up, as read_buffer_size is.
-            s.push_str(&format!("queue_max_size = \"{}KB\"\n", size.div_ceil(1024)));
+            s.push_str(&format!("queue_max_size = {}\n", size_toml(size)));
         }
     }
     s
