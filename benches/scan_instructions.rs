@@ -15,8 +15,9 @@
 //! runs `parse::Scanner::lines` (the shards' path) over it 20 times; with
 //! `pipeline`, also the shard's per-line `Checker::judge` and the chunk
 //! append (`Batcher::datagram`); `basic` or `mixed` routes through the rule
-//! tables `sluice-loadgen verify --rules` writes (without, every line goes
-//! to the junkyard). Lines go to their route's delivery group as in a shard
+//! tables `sluice-loadgen verify --rules` writes, `tags` or `regex` through
+//! one of `mixed`'s rules alone (without, every line goes to the
+//! junkyard). Lines go to their route's delivery group as in a shard
 //! where every sink subscribes to every route (one group, so one copy per
 //! datagram); `split` gives each route a sink of its own (a group per
 //! route: with rules, a copy per line). Subtract the setup-only count (building the
@@ -197,8 +198,9 @@ fn main() {
 /// The rule table: none (every line to the junkyard), `basic` (one exact
 /// name rule per measurement, its own route) or `mixed` (a tags rule that
 /// never matches here and a `^disk` regex ahead of the exact names), as
-/// `sluice-loadgen verify --rules` writes them. With either, consecutive
-/// lines go to different routes.
+/// `sluice-loadgen verify --rules` writes them; or, to price one rule kind
+/// alone, `tags` (that tags rule) or `regex` (that regex). With `basic` or
+/// `mixed`, consecutive lines go to different routes.
 fn rules(args: &[String]) -> Vec<RuleConfig> {
     let rule = |kind, route: &str| RuleConfig {
         kind,
@@ -218,6 +220,13 @@ fn rules(args: &[String]) -> Vec<RuleConfig> {
         ];
         rules.extend(basic);
         rules
+    } else if args.iter().any(|a| a == "tags") {
+        vec![rule(
+            RuleKind::Tags(vec![("region".into(), "us-east-1".into())]),
+            "us-east",
+        )]
+    } else if args.iter().any(|a| a == "regex") {
+        vec![rule(RuleKind::Regex("^disk".into()), "storage")]
     } else {
         Vec::new()
     }
