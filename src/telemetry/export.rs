@@ -359,57 +359,42 @@ impl Collector for Telemetry {
             as_gauge(t.rx_backlog_max_bytes),
         )?;
 
-        let names: Vec<&str> = self.sinks.iter().map(|s| s.name.as_str()).collect();
-        let per_sink = |f: &dyn Fn(usize, &Sink) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
-            self.sinks
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (vec![("sink", names[i])], f(i, s)))
-                .collect()
-        };
-        let per_sink_gauge = |f: &dyn Fn(&Sink) -> i64| -> Vec<(Vec<(&str, &str)>, i64)> {
-            self.sinks
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (vec![("sink", names[i])], f(s)))
-                .collect()
-        };
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         counter_family(
             e,
             "sluice_sink_enqueued_lines",
             "Lines queued for each sink.",
-            &per_sink(&|i, _| t.sink_enqueued[i]),
+            &self.per_sink(|i, _| t.sink_enqueued[i]),
         )?;
         counter_family(
             e,
             "sluice_sink_lines",
             "Lines delivered to each sink (2xx).",
-            &per_sink(&|_, s| load(&s.stats.lines_delivered)),
+            &self.per_sink(|_, s| load(&s.stats.lines_delivered)),
         )?;
         counter_family(
             e,
             "sluice_sink_bytes",
             "Body bytes delivered to each sink (before compression).",
-            &per_sink(&|_, s| load(&s.stats.bytes_delivered)),
+            &self.per_sink(|_, s| load(&s.stats.bytes_delivered)),
         )?;
         counter_family(
             e,
             "sluice_sink_requests",
             "HTTP requests attempted.",
-            &per_sink(&|_, s| load(&s.stats.requests)),
+            &self.per_sink(|_, s| load(&s.stats.requests)),
         )?;
         counter_family(
             e,
             "sluice_sink_request_failures",
             "HTTP requests that failed (connection, timeout, non-2xx).",
-            &per_sink(&|_, s| load(&s.stats.request_failures)),
+            &self.per_sink(|_, s| load(&s.stats.request_failures)),
         )?;
         counter_family(
             e,
             "sluice_sink_retries",
             "HTTP requests that were retries.",
-            &per_sink(&|_, s| load(&s.stats.retries)),
+            &self.per_sink(|_, s| load(&s.stats.retries)),
         )?;
         let mut sink_drops = Vec::new();
         for (i, s) in self.sinks.iter().enumerate() {
@@ -419,7 +404,7 @@ impl Collector for Telemetry {
                 ("sink_rejected", load(&s.stats.lines_rejected)),
                 ("shutdown", load(&s.stats.lines_shutdown)),
             ] {
-                sink_drops.push((vec![("sink", names[i]), ("reason", reason)], v));
+                sink_drops.push((vec![("sink", s.name.as_str()), ("reason", reason)], v));
             }
         }
         counter_family(
@@ -432,21 +417,32 @@ impl Collector for Telemetry {
             e,
             "sluice_sink_queue_depth",
             "Chunks waiting in each sink's queue.",
-            &per_sink_gauge(&|s| s.queue_len() as i64),
+            &self.per_sink(|_, s| s.queue_len() as i64),
         )?;
         gauge_family(
             e,
             "sluice_sink_queue_bytes",
             "Bytes waiting in each sink's queue (bounded by queue_max_size).",
-            &per_sink_gauge(&|s| s.queued_bytes() as i64),
+            &self.per_sink(|_, s| s.queued_bytes() as i64),
         )?;
         gauge_family(
             e,
             "sluice_sink_lines_in_flight",
             "Lines taken from the queue and not yet delivered or dropped.",
-            &per_sink_gauge(&|s| load(&s.stats.lines_in_flight) as i64),
+            &self.per_sink(|_, s| load(&s.stats.lines_in_flight) as i64),
         )?;
         Ok(())
+    }
+}
+
+impl Telemetry {
+    /// One row a sink, labelled with its name: a counter's or a gauge's.
+    fn per_sink<T>(&self, f: impl Fn(usize, &Sink) -> T) -> Vec<(Vec<(&str, &str)>, T)> {
+        self.sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (vec![("sink", s.name.as_str())], f(i, s)))
+            .collect()
     }
 }
 
