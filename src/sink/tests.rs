@@ -272,6 +272,17 @@ fn refused_url() -> String {
     format!("http://127.0.0.1:{port}/write")
 }
 
+/// A sink whose backend refuses every connection (`refused_url`), with
+/// small bodies and quick retries that go on for `retry_max_age`.
+fn dead_backend_config(name: &str, retry_max_age: Duration) -> SinkConfig {
+    let mut cfg = config(name, refused_url());
+    cfg.batch_max_size = 100;
+    cfg.retry_max_age = retry_max_age;
+    cfg.retry_backoff_initial = Duration::from_millis(10);
+    cfg.retry_backoff_max = Duration::from_millis(50);
+    cfg
+}
+
 fn soon(seconds: u64) -> Instant {
     Instant::now() + Duration::from_secs(seconds)
 }
@@ -596,12 +607,8 @@ fn connections_closed_after_each_answer_are_replaced() {
 
 #[test]
 fn dead_backend_gives_up_and_the_queue_fills_without_blocking() {
-    let mut cfg = config("dead", refused_url());
+    let mut cfg = dead_backend_config("dead", Duration::from_millis(300));
     cfg.queue_max_batches = 4;
-    cfg.batch_max_size = 100;
-    cfg.retry_max_age = Duration::from_millis(300);
-    cfg.retry_backoff_initial = Duration::from_millis(10);
-    cfg.retry_backoff_max = Duration::from_millis(50);
     let (sink, writer) = start(&cfg).unwrap();
     let stats = Arc::clone(&sink.stats);
 
@@ -647,13 +654,9 @@ fn dead_backend_gives_up_and_the_queue_fills_without_blocking() {
 
 #[test]
 fn the_queue_is_bounded_in_bytes_as_well_as_in_chunks() {
-    let mut cfg = config("bytes", refused_url());
+    let mut cfg = dead_backend_config("bytes", Duration::from_secs(30));
     cfg.queue_max_batches = 64;
     cfg.queue_max_size = 1000;
-    cfg.batch_max_size = 100;
-    cfg.retry_max_age = Duration::from_secs(30);
-    cfg.retry_backoff_initial = Duration::from_millis(10);
-    cfg.retry_backoff_max = Duration::from_millis(50);
     let (sink, writer) = start(&cfg).unwrap();
     let stats = Arc::clone(&sink.stats);
 
